@@ -1,0 +1,642 @@
+//! The DTMF detector and the mask decision, both driven by one Goertzel bank at 8 kHz.
+//!
+//! Two verdicts come out of every 5 ms sub-block:
+//! * **strict** (reporting): a 20 ms window must pass the Q.24-style level, twist,
+//!   relative-peak, energy-ratio, frequency-error and second-harmonic tests, twice in a row,
+//!   and the tone's estimated duration must reach `min_report_ms`. Only then is a digit
+//!   declared.
+//! * **weak** (masking): a 10 ms window whose energy sits mostly in one row and one column
+//!   frequency, at any plausible twist or frequency error, is masked from its estimated
+//!   onset. Every strict hit is masked too, so the masker always decides on weaker evidence
+//!   than the reporter.
+//!
+//! Tone edges are found to within a few samples from the per-sub-block amplitudes: a tone
+//! that fills a fraction `a` of a sub-block contributes `a` of a full sub-block's DFT
+//! magnitude, because the sub-blocks share one phase reference.
+//!
+//! Must never: allocate, lock, read a clock or log on the per-sample or per-sub-block path;
+//! the digit value leaves only inside [`Redacted`].
+
+use super::bank::{Cpx, GoertzelBank, SubBlock, BANK_HZ, RATE, SUB, TONES};
+use super::config::{DetectorConfig, MaskConfig};
+use super::digit::Digit;
+use crate::redact::Redacted;
+use crate::signal::power_for_dbm0;
+
+/// Sub-blocks of history kept (40 ms).
+const HIST: usize = 8;
+/// Samples kept for the second-harmonic check (one 20 ms window).
+const RAW: usize = 4 * SUB;
+/// Tone edges are placed by *fill*: a sub-block's energy relative to a fully-on sub-block of
+/// the same tone, counted only while the pair's own amplitude says the tone is there. Energy
+/// is used rather than the pair's amplitude because in a 5 ms bin the other group's tone
+/// leaks in by up to 25 % (941 + 1209 Hz, key `*`), depending on phase.
+/// A sub-block filled at least this much is taken as fully on.
+const FULL: f32 = 0.85;
+/// ... at least this much counts as part of the tone when tracking a digit.
+const PRESENT: f32 = 0.5;
+/// ... at least this much is masked when it touches a masked tone.
+const TRACE: f32 = 0.1;
+/// A first or last sub-block filled at least this much gets the neighbouring sub-block masked
+/// too (the fill estimate varies by about 25 % for close pairs, so not [`FULL`]).
+const MARGIN: f32 = 0.6;
+/// The pair's amplitude, relative to a fully-on sub-block, below which a sub-block is taken
+/// to hold none of the tone whatever its energy.
+const GATE: f32 = 0.2;
+/// A sub-block at a tone edge is only taken as part of it if the pair holds this share of
+/// its energy; keeps speech around a tone from widening the mask.
+const EDGE_SHARE: f32 = 0.3;
+
+/// What the detector tells its driver. Times are in samples at 8 kHz since the stream began.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DetectorEvent {
+    /// A digit passed the strict rules.
+    Digit {
+        /// The key (sensitive).
+        digit: Redacted<Digit>,
+        /// Estimated first sample of the tone (fractional).
+        onset: f64,
+        /// Sample at which the digit was declared (end of the deciding sub-block).
+        at: u64,
+    },
+    /// A reported digit's tone ended.
+    DigitEnd {
+        /// The key (sensitive).
+        digit: Redacted<Digit>,
+        /// Estimated first sample of the tone.
+        onset: f64,
+        /// Estimated sample after the tone's last one.
+        end: f64,
+    },
+    /// Samples `from..to` must not reach any output.
+    Mask {
+        /// First masked sample.
+        from: u64,
+        /// One past the last masked sample.
+        to: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    min_p: f32,
+    norm_twist: f32,
+    rev_twist: f32,
+    dev: f32,
+    ratio: f32,
+    rel_peak: f32,
+    harmonic: f32,
+    min_report: f64,
+    bridge: f64,
+    m_min_p: f32,
+    m_twist: f32,
+    m_ratio: f32,
+    spec_ratio: f32,
+}
+
+fn db(x: f32) -> f32 {
+    10f32.powf(x / 10.0)
+}
+
+impl Thresholds {
+    fn new(d: &DetectorConfig, m: &MaskConfig) -> Self {
+        let ms = RATE as f64 / 1000.0;
+        Self {
+            min_p: power_for_dbm0(d.min_level_dbm0 as f64) as f32,
+            norm_twist: db(d.max_normal_twist_db),
+            rev_twist: db(d.max_reverse_twist_db),
+            dev: d.max_freq_dev,
+            ratio: d.min_energy_ratio,
+            rel_peak: db(d.min_relative_peak_db),
+            harmonic: db(d.max_second_harmonic_db),
+            min_report: d.min_report_ms as f64 * ms,
+            bridge: d.bridge_ms as f64 * ms,
+            m_min_p: power_for_dbm0(m.min_level_dbm0 as f64) as f32,
+            m_twist: db(m.max_twist_db),
+            m_ratio: m.min_energy_ratio,
+            spec_ratio: m.speculative_energy_ratio,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tone {
+    digit: Digit,
+    r: usize,
+    c: usize,
+    ref_amp: f32,
+    ref_e: f32,
+    onset: f64,
+    on_end: f64,
+    streak: u32,
+    reported: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct MaskState {
+    active: bool,
+    speculative: bool,
+    r: usize,
+    c: usize,
+    ref_amp: f32,
+    ref_e: f32,
+    tail: u8,
+    last_fill: f32,
+}
+
+/// Detector + mask decision for one 8 kHz stream. Allocation-free after construction.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    th: Thresholds,
+    bank: GoertzelBank,
+    hist: [SubBlock; HIST],
+    done: u64,
+    raw: [f32; RAW],
+    raw_pos: usize,
+    tone: Option<Tone>,
+    mask: MaskState,
+    speculate: bool,
+}
+
+impl Detector {
+    /// A detector with the given reporting and masking thresholds. `speculate` turns on the
+    /// speculative onset check at the end of every `process` call, for drivers that forward
+    /// each frame as soon as it is decided (no look-ahead).
+    pub fn new(cfg: &DetectorConfig, mask: &MaskConfig, speculate: bool) -> Self {
+        Self {
+            th: Thresholds::new(cfg, mask),
+            bank: GoertzelBank::new(),
+            hist: [SubBlock::default(); HIST],
+            done: 0,
+            raw: [0.0; RAW],
+            raw_pos: 0,
+            tone: None,
+            mask: MaskState::default(),
+            speculate,
+        }
+    }
+
+    /// Samples fully decided: mask events up to here have been emitted.
+    pub fn decided_until(&self) -> u64 {
+        self.done * SUB as u64
+    }
+
+    /// True while a tone (or something that may be one) is being masked; samples past
+    /// [`decided_until`](Self::decided_until) must then be treated as masked.
+    pub fn masking_active(&self) -> bool {
+        self.mask.active
+    }
+
+    /// Feed 16-bit samples at 8 kHz.
+    pub fn process<F: FnMut(DetectorEvent)>(&mut self, x: &[i16], emit: &mut F) {
+        let mut buf = [0f32; SUB];
+        let mut i = 0;
+        while i < x.len() {
+            let n = self.bank.remaining().min(x.len() - i);
+            for (b, &s) in buf[..n].iter_mut().zip(&x[i..i + n]) {
+                *b = s as f32;
+            }
+            self.feed(&buf[..n], emit);
+            i += n;
+        }
+        self.after_call(emit);
+    }
+
+    /// Feed float samples at 8 kHz (16-bit scale), e.g. a resampler's output.
+    pub fn process_f32<F: FnMut(DetectorEvent)>(&mut self, x: &[f32], emit: &mut F) {
+        let mut i = 0;
+        while i < x.len() {
+            let n = self.bank.remaining().min(x.len() - i);
+            let mut buf = [0f32; SUB];
+            buf[..n].copy_from_slice(&x[i..i + n]);
+            self.feed(&buf[..n], emit);
+            i += n;
+        }
+        self.after_call(emit);
+    }
+
+    /// End of stream: close an open digit and mask a partial sub-block under an open mask.
+    pub fn flush<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        if let Some(t) = self.tone.take() {
+            if t.reported {
+                emit(DetectorEvent::DigitEnd {
+                    digit: Redacted::new(t.digit),
+                    onset: t.onset,
+                    end: t.on_end,
+                });
+            }
+        }
+        let filled = (SUB - self.bank.remaining()) as u64;
+        if self.mask.active && filled > 0 {
+            let s = self.decided_until();
+            emit(DetectorEvent::Mask {
+                from: s,
+                to: s + filled,
+            });
+        }
+    }
+
+    #[inline]
+    fn feed<F: FnMut(DetectorEvent)>(&mut self, x: &[f32], emit: &mut F) {
+        for &v in x {
+            self.raw[self.raw_pos] = v;
+            self.raw_pos = (self.raw_pos + 1) % RAW;
+        }
+        if let Some(sb) = self.bank.feed(x) {
+            self.hist[(self.done % HIST as u64) as usize] = sb;
+            self.done += 1;
+            self.on_subblock(emit);
+        }
+    }
+
+    fn after_call<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        if self.speculate && self.done > 0 && !self.mask.active && self.bank.remaining() == SUB {
+            self.speculative_tail(emit);
+        }
+    }
+
+    #[inline]
+    fn sb(&self, k: u64) -> &SubBlock {
+        &self.hist[(k % HIST as u64) as usize]
+    }
+
+    /// Sum of the pair's amplitudes in sub-block `k`.
+    #[inline]
+    fn amp(&self, k: u64, r: usize, c: usize) -> f32 {
+        let b = self.sb(k);
+        b.c[r].abs() + b.c[c].abs()
+    }
+
+    /// Share of sub-block `k`'s energy held by the pair.
+    fn share(&self, k: u64, r: usize, c: usize) -> f32 {
+        let b = self.sb(k);
+        let n = SUB as f32;
+        let p = 2.0 * (b.c[r].norm_sqr() + b.c[c].norm_sqr()) / (n * n);
+        let e = b.energy / n;
+        if e <= 0.0 {
+            0.0
+        } else {
+            p / e
+        }
+    }
+
+    /// How much of sub-block `k` the pair fills (see [`FULL`]).
+    #[inline]
+    fn fill(&self, k: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> f32 {
+        if ref_amp <= 0.0 || ref_e <= 0.0 || self.amp(k, r, c) < GATE * ref_amp {
+            return 0.0;
+        }
+        (self.sb(k).energy / ref_e).min(1.0)
+    }
+
+    /// Reference amplitude and energy of a fully-on sub-block: the one among `from..=k` where
+    /// the pair is strongest.
+    fn reference(&self, from: u64, k: u64, r: usize, c: usize) -> (f32, f32) {
+        let mut best = (0.0f32, 0.0f32);
+        for j in from..=k {
+            let a = self.amp(j, r, c);
+            if a > best.0 {
+                best = (a, self.sb(j).energy);
+            }
+        }
+        best
+    }
+
+    fn on_subblock<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        let k = self.done - 1;
+        let strict = self.strict_test(k);
+        self.update_tone(k, strict, emit);
+        let trig = match strict {
+            Some(d) => Some((d.row(), 4 + d.col())),
+            None => self.weak_test(k),
+        };
+        self.update_mask(k, trig, emit);
+    }
+
+    /// Power estimates over the last `n` sub-blocks: per-tone powers, window mean power.
+    #[inline]
+    fn window(&self, k: u64, n: u64) -> ([Cpx; TONES], [f32; TONES], f32) {
+        let mut s = [Cpx::default(); TONES];
+        let mut e = 0.0;
+        for j in (k + 1 - n)..=k {
+            let b = self.sb(j);
+            for (acc, c) in s.iter_mut().zip(b.c.iter()) {
+                *acc = acc.add(*c);
+            }
+            e += b.energy;
+        }
+        let len = (n as usize * SUB) as f32;
+        let mut p = [0.0; TONES];
+        for (pi, si) in p.iter_mut().zip(s.iter()) {
+            *pi = 2.0 * si.norm_sqr() / (len * len);
+        }
+        (s, p, e / len)
+    }
+
+    fn argmax(p: &[f32; TONES]) -> (usize, usize) {
+        let mut r = 0;
+        let mut c = 4;
+        for i in 1..4 {
+            if p[i] > p[r] {
+                r = i;
+            }
+            if p[4 + i] > p[c] {
+                c = 4 + i;
+            }
+        }
+        (r, c)
+    }
+
+    fn strict_test(&self, k: u64) -> Option<Digit> {
+        if self.done < 4 {
+            return None;
+        }
+        let th = &self.th;
+        let (_, p, mean) = self.window(k, 4);
+        if mean < 2.0 * th.min_p * th.ratio {
+            return None;
+        }
+        let (r, c) = Self::argmax(&p);
+        if p[r] < th.min_p || p[c] < th.min_p {
+            return None;
+        }
+        if p[c] > th.norm_twist * p[r] || p[r] > th.rev_twist * p[c] {
+            return None;
+        }
+        for i in 0..4 {
+            if i != r && p[r] < th.rel_peak * p[i] {
+                return None;
+            }
+            if 4 + i != c && p[c] < th.rel_peak * p[4 + i] {
+                return None;
+            }
+        }
+        if p[r] + p[c] < th.ratio * mean {
+            return None;
+        }
+        // Frequency error from the phase turn between the window's two halves.
+        for t in [r, c] {
+            let a = self.sb(k - 3).c[t].add(self.sb(k - 2).c[t]);
+            let b = self.sb(k - 1).c[t].add(self.sb(k).c[t]);
+            let df = b.mul_conj(a).arg() * RATE as f32
+                / (2.0 * std::f32::consts::PI * (2 * SUB) as f32);
+            if df.abs() > th.dev * BANK_HZ[t] {
+                return None;
+            }
+        }
+        // Second harmonic of the high-group tone (speech has one, a key press does not).
+        if th.harmonic < 1e3 {
+            let p2 = self.raw_power(2.0 * BANK_HZ[c]);
+            if p2 > th.harmonic * p[c] {
+                return None;
+            }
+        }
+        Digit::from_row_col(r, c - 4)
+    }
+
+    /// Goertzel power at `freq` over the last 20 ms of raw samples (only run on candidates).
+    fn raw_power(&self, freq: f32) -> f32 {
+        let w = 2.0 * std::f32::consts::PI * freq / RATE as f32;
+        let coeff = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0f32, 0f32);
+        for i in 0..RAW {
+            let v = self.raw[(self.raw_pos + i) % RAW];
+            let s0 = v + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let pw = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+        2.0 * pw / (RAW * RAW) as f32
+    }
+
+    fn weak_test(&self, k: u64) -> Option<(usize, usize)> {
+        if self.done < 2 {
+            return None;
+        }
+        let th = &self.th;
+        let (_, p, mean) = self.window(k, 2);
+        if mean < th.m_min_p {
+            return None;
+        }
+        let (r, c) = Self::argmax(&p);
+        if p[r] < th.m_min_p || p[c] < th.m_min_p {
+            return None;
+        }
+        if p[c] > th.m_twist * p[r] || p[r] > th.m_twist * p[c] {
+            return None;
+        }
+        if p[r] + p[c] < th.m_ratio * mean {
+            return None;
+        }
+        Some((r, c))
+    }
+
+    fn update_tone<F: FnMut(DetectorEvent)>(
+        &mut self,
+        k: u64,
+        strict: Option<Digit>,
+        emit: &mut F,
+    ) {
+        let start = (k * SUB as u64) as f64;
+        let end = start + SUB as f64;
+        if let (Some(t), Some(d)) = (self.tone, strict) {
+            if t.digit != d {
+                self.end_tone(emit);
+            }
+        }
+        let Some(mut t) = self.tone else {
+            if let Some(d) = strict {
+                let (r, c) = (d.row(), 4 + d.col());
+                let (ref_amp, ref_e) = self.reference(k - 3, k, r, c);
+                let onset = self.estimate_onset(k, r, c, ref_amp, ref_e);
+                let f = self.fill(k, r, c, ref_amp, ref_e) as f64;
+                self.tone = Some(Tone {
+                    digit: d,
+                    r,
+                    c,
+                    ref_amp,
+                    ref_e,
+                    onset,
+                    on_end: if f >= FULL as f64 { end } else { start + f * SUB as f64 },
+                    streak: 1,
+                    reported: false,
+                });
+            }
+            return;
+        };
+        let f = self.fill(k, t.r, t.c, t.ref_amp, t.ref_e);
+        if f >= PRESENT {
+            t.on_end = if f >= FULL {
+                end
+            } else {
+                t.on_end.max(start + f as f64 * SUB as f64)
+            };
+            if strict == Some(t.digit) {
+                t.streak += 1;
+            } else {
+                t.streak = 0;
+            }
+        } else {
+            t.streak = 0;
+            if end - t.on_end >= self.th.bridge {
+                self.tone = Some(t);
+                self.end_tone(emit);
+                return;
+            }
+        }
+        if !t.reported
+            && strict == Some(t.digit)
+            && t.streak >= 2
+            && t.on_end - t.onset >= self.th.min_report
+        {
+            t.reported = true;
+            emit(DetectorEvent::Digit {
+                digit: Redacted::new(t.digit),
+                onset: t.onset,
+                at: end as u64,
+            });
+        }
+        self.tone = Some(t);
+    }
+
+    fn end_tone<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        if let Some(t) = self.tone.take() {
+            if t.reported {
+                emit(DetectorEvent::DigitEnd {
+                    digit: Redacted::new(t.digit),
+                    onset: t.onset,
+                    end: t.on_end,
+                });
+            }
+        }
+    }
+
+    /// Earliest sub-block of the tone ending at `k`: walk back (at most `back` sub-blocks)
+    /// while the one before still holds a trace of the tone.
+    fn first_block(&self, k: u64, back: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> u64 {
+        let oldest = self
+            .done
+            .saturating_sub(HIST as u64 - 1)
+            .max(k.saturating_sub(back));
+        let mut j = k;
+        while j > oldest && self.fill(j - 1, r, c, ref_amp, ref_e) >= TRACE {
+            j -= 1;
+        }
+        j
+    }
+
+    /// The tone's first sample: inside its first sub-block, placed from how much of that
+    /// sub-block it fills.
+    fn estimate_onset(&self, k: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> f64 {
+        let j = self.first_block(k, HIST as u64 - 2, r, c, ref_amp, ref_e);
+        let f = self.fill(j, r, c, ref_amp, ref_e).max(TRACE) as f64;
+        ((j + 1) * SUB as u64) as f64 - f * SUB as f64
+    }
+
+    fn update_mask<F: FnMut(DetectorEvent)>(
+        &mut self,
+        k: u64,
+        trig: Option<(usize, usize)>,
+        emit: &mut F,
+    ) {
+        let s = k * SUB as u64;
+        let e = s + SUB as u64;
+        let m = self.mask;
+        if let Some((r, c)) = trig {
+            if !m.active || m.speculative || (r, c) != (m.r, m.c) {
+                let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
+                let from = if m.active && !m.speculative {
+                    s
+                } else {
+                    self.mask_onset(k, r, c, ref_amp, ref_e)
+                };
+                let from = if m.active && m.speculative { from.min(s) } else { from };
+                emit(DetectorEvent::Mask { from, to: e });
+                self.mask = MaskState {
+                    active: true,
+                    speculative: false,
+                    r,
+                    c,
+                    ref_amp,
+                    ref_e,
+                    tail: 0,
+                    last_fill: self.fill(k, r, c, ref_amp, ref_e),
+                };
+            } else {
+                emit(DetectorEvent::Mask { from: s, to: e });
+                let amp = self.amp(k, r, c);
+                if amp > m.ref_amp {
+                    self.mask.ref_amp = amp;
+                    self.mask.ref_e = self.sb(k).energy;
+                }
+                self.mask.tail = 0;
+                self.mask.last_fill = self.fill(k, r, c, self.mask.ref_amp, self.mask.ref_e);
+            }
+        } else if m.active {
+            let f = self.fill(k, m.r, m.c, m.ref_amp, m.ref_e);
+            if m.speculative {
+                // An onset that the next sub-block does not confirm was not a tone.
+                self.mask.active = false;
+            } else if f >= TRACE && self.share(k, m.r, m.c) >= EDGE_SHARE && m.tail < 2 {
+                emit(DetectorEvent::Mask { from: s, to: e });
+                self.mask.tail += 1;
+                self.mask.last_fill = f;
+            } else {
+                if m.last_fill >= MARGIN || f >= TRACE {
+                    // The tone may have run a few samples into this sub-block.
+                    emit(DetectorEvent::Mask { from: s, to: e });
+                }
+                self.mask.active = false;
+            }
+        }
+    }
+
+    /// First sample to mask for a tone just found in the window ending at sub-block `k`.
+    fn mask_onset(&self, k: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> u64 {
+        let mut j = self.first_block(k, 3, r, c, ref_amp, ref_e);
+        // A (nearly) full first sub-block means the tone may have begun a few samples earlier,
+        // too few to register; take the sub-block before as well.
+        if j > 0 && self.fill(j, r, c, ref_amp, ref_e) >= MARGIN {
+            j -= 1;
+        }
+        j * SUB as u64
+    }
+
+    /// With no look-ahead: does the sub-block just finished look like the start of a tone?
+    fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        let k = self.done - 1;
+        let th = &self.th;
+        let (_, p, mean) = self.window(k, 1);
+        if mean < th.m_min_p {
+            return;
+        }
+        let (r, c) = Self::argmax(&p);
+        if p[r] < th.m_min_p || p[c] < th.m_min_p {
+            return;
+        }
+        if p[c] > th.m_twist * p[r] || p[r] > th.m_twist * p[c] {
+            return;
+        }
+        if p[r] + p[c] < th.spec_ratio * mean {
+            return;
+        }
+        let ref_amp = self.amp(k, r, c);
+        let ref_e = self.sb(k).energy;
+        let from = self.mask_onset(k, r, c, ref_amp, ref_e);
+        emit(DetectorEvent::Mask {
+            from,
+            to: (k + 1) * SUB as u64,
+        });
+        self.mask = MaskState {
+            active: true,
+            speculative: true,
+            r,
+            c,
+            ref_amp,
+            ref_e,
+            tail: 0,
+            last_fill: 1.0,
+        };
+    }
+}
+

@@ -1,0 +1,267 @@
+//! Shared helpers for the integration tests: run the real detector and pipeline over
+//! generated or recorded signals, pass signals through G.711, and measure what is left of
+//! each tone after masking. Test-only; allocates freely.
+#![allow(dead_code)]
+
+use tonewall::codec::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear, Codec};
+use tonewall::dtmf::{Detector, DetectorConfig, DetectorEvent, Digit, MaskConfig};
+use tonewall::event::EventLog;
+use tonewall::pipeline::{ChannelPipeline, PipelineConfig};
+use tonewall::signal::{add_dtmf, Rng, ToneSpec};
+use tonewall::time::ChannelId;
+
+/// A digit as the detector reported it.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    pub digit: char,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub declared_ms: f64,
+}
+
+/// A tone placed in a generated signal.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed {
+    pub digit: char,
+    pub start: usize,
+    pub len: usize,
+}
+
+pub const RATE: usize = 8000;
+
+pub fn ms(n: f64) -> usize {
+    (n * RATE as f64 / 1000.0).round() as usize
+}
+
+/// Run the detector over 8 kHz samples in 20 ms frames.
+pub fn detect(x: &[i16], cfg: &DetectorConfig) -> Vec<Found> {
+    let mut det = Detector::new(cfg, &MaskConfig::default(), false);
+    let mut found: Vec<Found> = Vec::new();
+    let mut declared = std::collections::HashMap::new();
+    let mut on = |ev: DetectorEvent| match ev {
+        DetectorEvent::Digit { digit, onset, at } => {
+            declared.insert(onset.to_bits(), at as f64 / 8.0);
+            found.push(Found {
+                digit: digit.expose().to_char(),
+                start_ms: onset / 8.0,
+                end_ms: f64::NAN,
+                declared_ms: at as f64 / 8.0,
+            });
+        }
+        DetectorEvent::DigitEnd { end, .. } => {
+            if let Some(f) = found.last_mut() {
+                f.end_ms = end / 8.0;
+            }
+        }
+        DetectorEvent::Mask { .. } => {}
+    };
+    for frame in x.chunks(160) {
+        det.process(frame, &mut on);
+    }
+    det.flush(&mut on);
+    found
+}
+
+pub fn digits_string(f: &[Found]) -> String {
+    f.iter().map(|d| d.digit).collect()
+}
+
+/// Encode to G.711 and back (identity for PCM16).
+pub fn through(codec: Codec, x: &[i16]) -> Vec<i16> {
+    match codec {
+        Codec::Pcm16 => x.to_vec(),
+        Codec::Pcmu => x.iter().map(|&s| ulaw_to_linear(linear_to_ulaw(s))).collect(),
+        Codec::Pcma => x.iter().map(|&s| alaw_to_linear(linear_to_alaw(s))).collect(),
+    }
+}
+
+pub const CODECS: [Codec; 3] = [Codec::Pcm16, Codec::Pcmu, Codec::Pcma];
+
+/// A burst train: each (digit, on_ms, off_ms, spec) in turn, starting after `lead_ms`.
+pub fn train(
+    items: &[(char, f64, f64, ToneSpec)],
+    lead_ms: f64,
+    rng: &mut Rng,
+) -> (Vec<f64>, Vec<Placed>) {
+    let total: f64 = lead_ms + items.iter().map(|i| i.1 + i.2).sum::<f64>() + 100.0;
+    let mut x = vec![0.0; ms(total)];
+    let mut t = ms(lead_ms);
+    let mut placed = Vec::new();
+    for &(c, on, off, spec) in items {
+        let len = ms(on);
+        add_dtmf(&mut x, RATE as u32, t, len, Digit::from_char(c).unwrap(), spec, rng);
+        placed.push(Placed {
+            digit: c,
+            start: t,
+            len,
+        });
+        t += len + ms(off);
+    }
+    (x, placed)
+}
+
+pub const KEYS: &str = "123A456B789C*0#D";
+
+/// Mask `x` (16-bit PCM at 8 kHz, already through `codec`) with the real pipeline, in the
+/// codec's own domain, returning the output aligned with the input and the events.
+pub fn mask(x: &[i16], codec: Codec, lookahead_ms: u32) -> (Vec<i16>, EventLog) {
+    let cfg = PipelineConfig {
+        codec,
+        rate: 8000,
+        lookahead_ms,
+        ..PipelineConfig::default()
+    };
+    let mut log = EventLog::default();
+    let out = match codec {
+        Codec::Pcm16 => run_pipeline::<i16>(cfg, x.to_vec(), &mut log),
+        Codec::Pcmu => {
+            let b: Vec<u8> = x.iter().map(|&s| linear_to_ulaw(s)).collect();
+            run_pipeline::<u8>(cfg, b, &mut log)
+                .into_iter()
+                .map(ulaw_to_linear)
+                .collect()
+        }
+        Codec::Pcma => {
+            let b: Vec<u8> = x.iter().map(|&s| linear_to_alaw(s)).collect();
+            run_pipeline::<u8>(cfg, b, &mut log)
+                .into_iter()
+                .map(alaw_to_linear)
+                .collect()
+        }
+    };
+    (out, log)
+}
+
+/// Drive a pipeline in 20 ms frames and realign its output with its input.
+pub fn run_pipeline<T: tonewall::pipeline::Sample + Default>(
+    cfg: PipelineConfig,
+    x: Vec<T>,
+    log: &mut EventLog,
+) -> Vec<T> {
+    let mut p = ChannelPipeline::<T>::new(cfg, ChannelId(0)).unwrap();
+    let frame = (cfg.rate / 50) as usize;
+    let mut out = vec![T::default(); x.len()];
+    for (i, o) in x.chunks(frame).zip(out.chunks_mut(frame)) {
+        p.process(i, o, log);
+    }
+    let mut tail = vec![T::default(); p.delay()];
+    p.finish(&mut tail, log);
+    out.extend(tail);
+    out.drain(..p.delay());
+    out
+}
+
+/// What is left of one tone after masking: samples of it that came out unchanged, and the
+/// tone's energy left in the output relative to the input (dB; -inf when all gone).
+#[derive(Debug, Clone, Copy)]
+pub struct Residual {
+    pub leaked_ms: f64,
+    pub energy_db: f64,
+    pub masked_before_ms: f64,
+    pub masked_after_ms: f64,
+}
+
+/// Measure residual and over-masking for each placed tone. A sample counts as leaked if it
+/// is part of the tone and reached the output unchanged (not silenced). The energy check is
+/// a matched filter: correlation of the output with the tone's own two frequencies over the
+/// tone's known span.
+pub fn residuals(input: &[i16], output: &[i16], placed: &[Placed], silence: i16) -> Vec<Residual> {
+    placed
+        .iter()
+        .map(|p| {
+            let span = p.start..(p.start + p.len).min(output.len());
+            let leaked = span.clone().filter(|&i| output[i] != silence).count();
+            let d = Digit::from_char(p.digit).unwrap();
+            let (fl, fh) = d.frequencies();
+            let e_in = tone_energy(&input[span.clone()], fl, fh);
+            let e_out = tone_energy(&output[span.clone()], fl, fh);
+            let energy_db = 10.0 * (e_out.max(1e-30) / e_in.max(1e-30)).log10();
+            // Contiguous masked run around the tone.
+            let mut a = p.start;
+            while a > 0 && output[a - 1] == silence && input[a - 1] != silence {
+                a -= 1;
+            }
+            let mut b = p.start + p.len;
+            while b < output.len() && output[b] == silence && input[b] != silence {
+                b += 1;
+            }
+            Residual {
+                leaked_ms: leaked as f64 / 8.0,
+                energy_db,
+                masked_before_ms: (p.start - a) as f64 / 8.0,
+                masked_after_ms: (b - (p.start + p.len)) as f64 / 8.0,
+            }
+        })
+        .collect()
+}
+
+/// Sum of the powers at the two tone frequencies (matched filter over the span).
+pub fn tone_energy(x: &[i16], fl: f32, fh: f32) -> f64 {
+    [fl, fh]
+        .iter()
+        .map(|&f| {
+            let w = 2.0 * std::f64::consts::PI * f as f64 / 8000.0;
+            let (mut re, mut im) = (0.0, 0.0);
+            for (n, &s) in x.iter().enumerate() {
+                re += s as f64 * (w * n as f64).cos();
+                im -= s as f64 * (w * n as f64).sin();
+            }
+            re * re + im * im
+        })
+        .sum()
+}
+
+/// Linear value of silence after decoding, per codec.
+pub fn silence_linear(codec: Codec) -> i16 {
+    match codec {
+        Codec::Pcm16 => 0,
+        Codec::Pcmu => ulaw_to_linear(0xFF),
+        Codec::Pcma => alaw_to_linear(0xD5),
+    }
+}
+
+/// Percentile of a sorted slice.
+pub fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Run multimon-ng's DTMF decoder over 8 kHz samples; `None` if it is not installed.
+pub fn multimon_digits(x: &[i16]) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if Command::new("multimon-ng").arg("-h").output().is_err() {
+        return None;
+    }
+    // multimon-ng reads raw 22050 Hz; upsample linearly (its filters tolerate this and it
+    // keeps the test free of a sox dependency).
+    let n_out = x.len() * 22050 / 8000;
+    let mut up = Vec::with_capacity(n_out * 2);
+    for i in 0..n_out {
+        let t = i as f64 * 8000.0 / 22050.0;
+        let k = t.floor() as usize;
+        let f = t - k as f64;
+        let a = x[k.min(x.len() - 1)] as f64;
+        let b = x[(k + 1).min(x.len() - 1)] as f64;
+        up.extend_from_slice(&((a + (b - a) * f).round() as i16).to_le_bytes());
+    }
+    let mut child = Command::new("multimon-ng")
+        .args(["-q", "-a", "DTMF", "-t", "raw", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(&up).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    Some(
+        s.lines()
+            .filter_map(|l| l.strip_prefix("DTMF: "))
+            .map(|d| d.trim().to_string())
+            .collect(),
+    )
+}
