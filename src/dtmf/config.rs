@@ -63,7 +63,13 @@ impl DetectorConfig {
 }
 
 /// Thresholds for masking. Deliberately weaker than [`DetectorConfig`]: anything a decoder
-/// could take for a key press is removed, at the price of a little speech now and then.
+/// could take for a key press is removed. The energy ratios compare the two strongest
+/// frequencies (followed in frequency, so tones a few percent off count in full) with the
+/// window's power above the background noise.
+///
+/// A 10 ms window passes the gate when it is pure enough and no other row or column holds
+/// more than leakage; it is then masked if it is very pure (short tones) or if the 20 ms
+/// window around it is pure too (everything longer). Speech rarely passes both.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MaskConfig {
@@ -71,23 +77,39 @@ pub struct MaskConfig {
     pub min_level_dbm0: f32,
     /// Largest twist either way that is still masked, dB.
     pub max_twist_db: f32,
-    /// Largest frequency error still masked, as a fraction.
-    pub max_freq_dev: f32,
-    /// Share of a 10 ms window's energy the two tones must hold to be masked.
+    /// Share of a 10 ms window's power the pair must hold to pass the gate.
     pub min_energy_ratio: f32,
-    /// Share of a single 5 ms sub-block's energy the two tones must hold for the speculative
-    /// onset check (used when there is no look-ahead).
+    /// ... to count as a possible onset (used only with no look-ahead).
+    pub onset_energy_ratio: f32,
+    /// ... to be masked on the 10 ms window alone.
+    pub confirm_energy_ratio_10ms: f32,
+    /// Share of the 20 ms window's power that confirms a gated 10 ms window.
+    pub confirm_energy_ratio_20ms: f32,
+    /// Largest power in a row or column two or more places from the winner, relative to the
+    /// winner, dB (a second speech harmonic shows up there; a tone leaves only leakage).
+    pub max_non_adjacent_db: f32,
+    /// Largest second harmonic of the high-group tone, relative to it, dB.
+    pub max_second_harmonic_db: f32,
+    /// Share of the last 5 ms the pair must hold for the speculative onset check at the end
+    /// of a frame (only with no look-ahead).
     pub speculative_energy_ratio: f32,
+    /// ... or share of the last 10 ms, whichever passes.
+    pub speculative_energy_ratio_10ms: f32,
 }
 
 impl Default for MaskConfig {
     fn default() -> Self {
         Self {
-            min_level_dbm0: -50.0,
+            min_level_dbm0: -58.0,
             max_twist_db: 16.0,
-            max_freq_dev: 0.06,
             min_energy_ratio: 0.5,
+            onset_energy_ratio: 0.4,
+            confirm_energy_ratio_10ms: 0.8,
+            confirm_energy_ratio_20ms: 0.7,
+            max_non_adjacent_db: -8.0,
+            max_second_harmonic_db: -12.0,
             speculative_energy_ratio: 0.8,
+            speculative_energy_ratio_10ms: 0.65,
         }
     }
 }

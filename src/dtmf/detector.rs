@@ -23,6 +23,18 @@ use super::digit::Digit;
 use crate::redact::Redacted;
 use crate::signal::power_for_dbm0;
 
+/// Per-sub-block growth of the background estimate: 5 dB per second.
+const FLOOR_RISE: f32 = 1.005_773;
+/// A window must carry this many times the background power before the background is
+/// subtracted from it (4 dB).
+const FLOOR_MARGIN: f32 = 2.5;
+/// Share of a window's power that background subtraction may remove at most.
+const MAX_FLOOR_SHARE: f32 = 0.7;
+
+/// Leakage allowed from one group's tone into the other group's bins over 10 ms: the
+/// rectangular window's second sidelobe, 2.5 bins out, is 17.8 dB down (-17 dB).
+const SIDELOBE: f32 = 0.02;
+
 /// Sub-blocks of history kept (40 ms).
 const HIST: usize = 8;
 /// Samples kept for the second-harmonic check (one 20 ms window).
@@ -77,6 +89,17 @@ pub enum DetectorEvent {
     },
 }
 
+/// Verdict of the weak (masking) test on the last 10 ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Weak {
+    /// Nothing tone-like.
+    No,
+    /// Pure enough to be the start of a tone, not yet confirmed; with the 10 ms ratio.
+    Onset(usize, usize, f32),
+    /// Tone-like: mask it.
+    Tone(usize, usize),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Thresholds {
     min_p: f32,
@@ -90,8 +113,14 @@ struct Thresholds {
     bridge: f64,
     m_min_p: f32,
     m_twist: f32,
-    m_ratio: f32,
+    m_onset: f32,
+    m_gate: f32,
+    m_short: f32,
+    m_long: f32,
+    m_nonadj: f32,
+    m_harmonic: f32,
     spec_ratio: f32,
+    spec_ratio_10ms: f32,
 }
 
 fn db(x: f32) -> f32 {
@@ -113,8 +142,14 @@ impl Thresholds {
             bridge: d.bridge_ms as f64 * ms,
             m_min_p: power_for_dbm0(m.min_level_dbm0 as f64) as f32,
             m_twist: db(m.max_twist_db),
-            m_ratio: m.min_energy_ratio,
+            m_onset: m.onset_energy_ratio,
+            m_gate: m.min_energy_ratio,
+            m_short: m.confirm_energy_ratio_10ms,
+            m_long: m.confirm_energy_ratio_20ms,
+            m_nonadj: db(m.max_non_adjacent_db),
+            m_harmonic: db(m.max_second_harmonic_db),
             spec_ratio: m.speculative_energy_ratio,
+            spec_ratio_10ms: m.speculative_energy_ratio_10ms,
         }
     }
 }
@@ -156,6 +191,10 @@ pub struct Detector {
     tone: Option<Tone>,
     mask: MaskState,
     speculate: bool,
+    /// Background power per sample (minimum-tracking: drops at once, rises 5 dB/s).
+    floor: f32,
+    /// The weak test's verdict on the latest sub-block.
+    last_weak: Weak,
 }
 
 impl Detector {
@@ -173,6 +212,8 @@ impl Detector {
             tone: None,
             mask: MaskState::default(),
             speculate,
+            floor: 0.0,
+            last_weak: Weak::No,
         }
     }
 
@@ -245,6 +286,12 @@ impl Detector {
         if let Some(sb) = self.bank.feed(x) {
             self.hist[(self.done % HIST as u64) as usize] = sb;
             self.done += 1;
+            let e = sb.energy / SUB as f32;
+            self.floor = if self.done == 1 || e < self.floor {
+                e
+            } else {
+                self.floor * FLOOR_RISE
+            };
             self.on_subblock(emit);
         }
     }
@@ -306,9 +353,11 @@ impl Detector {
         let k = self.done - 1;
         let strict = self.strict_test(k);
         self.update_tone(k, strict, emit);
-        let trig = match strict {
-            Some(d) => Some((d.row(), 4 + d.col())),
-            None => self.weak_test(k),
+        self.last_weak = self.weak_test(k);
+        let trig = match (strict, self.last_weak) {
+            (Some(d), _) => Some((d.row(), 4 + d.col())),
+            (None, Weak::Tone(r, c)) => Some((r, c)),
+            _ => None,
         };
         self.update_mask(k, trig, emit);
     }
@@ -396,39 +445,128 @@ impl Detector {
 
     /// Goertzel power at `freq` over the last 20 ms of raw samples (only run on candidates).
     fn raw_power(&self, freq: f32) -> f32 {
+        self.raw_power_last(freq, RAW)
+    }
+
+    /// Goertzel power at `freq` over the last `n` raw samples (only run on candidates).
+    fn raw_power_last(&self, freq: f32, n: usize) -> f32 {
         let w = 2.0 * std::f32::consts::PI * freq / RATE as f32;
         let coeff = 2.0 * w.cos();
         let (mut s1, mut s2) = (0f32, 0f32);
-        for i in 0..RAW {
+        for i in RAW - n..RAW {
             let v = self.raw[(self.raw_pos + i) % RAW];
             let s0 = v + coeff * s1 - s2;
             s2 = s1;
             s1 = s0;
         }
         let pw = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-        2.0 * pw / (RAW * RAW) as f32
+        2.0 * pw / (n * n) as f32
     }
 
-    fn weak_test(&self, k: u64) -> Option<(usize, usize)> {
+    fn weak_test(&self, k: u64) -> Weak {
         if self.done < 2 {
-            return None;
+            return Weak::No;
         }
         let th = &self.th;
         let (_, p, mean) = self.window(k, 2);
         if mean < th.m_min_p {
-            return None;
+            return Weak::No;
         }
         let (r, c) = Self::argmax(&p);
-        if p[r] < th.m_min_p || p[c] < th.m_min_p {
-            return None;
+        // Follow each winner's frequency so a tone a few percent off still counts in full.
+        let pr = self.tracked_power(k, 2, r);
+        let pc = self.tracked_power(k, 2, c);
+        if pr < th.m_min_p || pc < th.m_min_p {
+            return Weak::No;
         }
-        if p[c] > th.m_twist * p[r] || p[r] > th.m_twist * p[c] {
-            return None;
+        if pc > th.m_twist * pr || pr > th.m_twist * pc {
+            return Weak::No;
         }
-        if p[r] + p[c] < th.m_ratio * mean {
-            return None;
+        // Measure purity against the window's power above the background, so a key press in
+        // steady line noise reads as the pure pair it is; speech pauses keep the background
+        // low, so speech gains nothing from this.
+        // Only a window clearly above the background has anything to subtract it from;
+        // in stationary noise alone this leaves the ratio as it is.
+        let above = |m: f32| {
+            if m > FLOOR_MARGIN * self.floor {
+                (m - self.floor).max((1.0 - MAX_FLOOR_SHARE) * m)
+            } else {
+                m
+            }
+        };
+        let ratio2 = (pr + pc) / above(mean);
+        if ratio2 < th.m_onset {
+            return Weak::No;
         }
-        Some((r, c))
+        // Rows or columns two or more places away from the winner hold only leakage for a
+        // tone, but another harmonic for speech.
+        // A strong tone's sidelobes (17 dB down or more two bins away) may fill the other
+        // group's bins when the twist is high; only energy beyond that counts against it.
+        for i in 0..4usize {
+            if i.abs_diff(r) >= 2 && p[i] > th.m_nonadj * pr && p[i] > SIDELOBE * pc {
+                return Weak::No;
+            }
+            if (4 + i).abs_diff(c) >= 2 && p[4 + i] > th.m_nonadj * pc && p[4 + i] > SIDELOBE * pr {
+                return Weak::No;
+            }
+        }
+        if th.m_harmonic < 1e3 {
+            let p2 = self.raw_power_last(2.0 * BANK_HZ[c], 2 * SUB);
+            if p2 > th.m_harmonic * pc {
+                return Weak::No;
+            }
+        }
+        if ratio2 < th.m_gate {
+            return Weak::Onset(r, c, ratio2);
+        }
+        if ratio2 >= th.m_short {
+            return Weak::Tone(r, c);
+        }
+        if self.done >= 4 {
+            let (_, _, mean4) = self.window(k, 4);
+            let pr4 = self.tracked_power(k, 4, r);
+            let pc4 = self.tracked_power(k, 4, c);
+            if pr4 + pc4 >= th.m_long * above(mean4) {
+                return Weak::Tone(r, c);
+            }
+        }
+        Weak::Onset(r, c, ratio2)
+    }
+
+    /// Power of tone `t` over the last `n` sub-blocks after following its frequency: each
+    /// sub-block is turned back by the mean phase drift between sub-blocks before they are
+    /// summed, so a tone a few percent off its nominal frequency keeps its full power while
+    /// the window's 50 Hz resolution still tells one tone from a comb of speech harmonics.
+    fn tracked_power(&self, k: u64, n: u64, t: usize) -> f32 {
+        let first = k + 1 - n;
+        let mut rot = Cpx::default();
+        for j in first + 1..=k {
+            rot = rot.add(self.sb(j).c[t].mul_conj(self.sb(j - 1).c[t]));
+        }
+        let m = rot.abs();
+        let u = if m > 0.0 {
+            Cpx {
+                re: rot.re / m,
+                im: rot.im / m,
+            }
+        } else {
+            Cpx { re: 1.0, im: 0.0 }
+        };
+        let mut acc = Cpx::default();
+        let mut plain = Cpx::default();
+        let mut ph = Cpx { re: 1.0, im: 0.0 };
+        for j in first..=k {
+            plain = plain.add(self.sb(j).c[t]);
+            acc = acc.add(self.sb(j).c[t].mul_conj(ph));
+            ph = Cpx {
+                re: ph.re * u.re - ph.im * u.im,
+                im: ph.re * u.im + ph.im * u.re,
+            };
+        }
+        let len = (n as usize * SUB) as f32;
+        // A weak tone next to a strong one (high twist) gets a drift estimate spoiled by the
+        // strong one's leakage; then the plain sum is the better reading.
+        2.0 * acc.norm_sqr().max(plain.norm_sqr()) / (len * len)
     }
 
     fn update_tone<F: FnMut(DetectorEvent)>(
@@ -602,26 +740,21 @@ impl Detector {
         j * SUB as u64
     }
 
-    /// With no look-ahead: does the sub-block just finished look like the start of a tone?
+    /// With no look-ahead: the frame about to leave ends in something pure enough to be a
+    /// tone's start. Mask its tone-like tail now; the next sub-block confirms it or ends it.
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        let Weak::Onset(r, c, ratio2) = self.last_weak else {
+            return;
+        };
         let k = self.done - 1;
-        let th = &self.th;
+        // Either the last 10 ms is fairly pure already, or the last 5 ms on its own is nearly
+        // all pair: a tone that has just begun fills it, speech rarely does.
         let (_, p, mean) = self.window(k, 1);
-        if mean < th.m_min_p {
+        let (r1, c1) = Self::argmax(&p);
+        if ratio2 < self.th.spec_ratio_10ms && p[r1] + p[c1] < self.th.spec_ratio * mean {
             return;
         }
-        let (r, c) = Self::argmax(&p);
-        if p[r] < th.m_min_p || p[c] < th.m_min_p {
-            return;
-        }
-        if p[c] > th.m_twist * p[r] || p[r] > th.m_twist * p[c] {
-            return;
-        }
-        if p[r] + p[c] < th.spec_ratio * mean {
-            return;
-        }
-        let ref_amp = self.amp(k, r, c);
-        let ref_e = self.sb(k).energy;
+        let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
         let from = self.mask_onset(k, r, c, ref_amp, ref_e);
         emit(DetectorEvent::Mask {
             from,

@@ -265,3 +265,32 @@ pub fn multimon_digits(x: &[i16]) -> Option<String> {
             .collect(),
     )
 }
+
+/// Over-masking from the pipeline's own `tone_masked` spans: for each span, how far it starts
+/// before and ends after the tones it covers (ms), and the number of spans that cover no tone.
+pub fn over_masking(log: &EventLog, placed: &[Placed]) -> (Vec<f64>, Vec<f64>, usize) {
+    let (mut before, mut after, mut stray) = (Vec::new(), Vec::new(), 0);
+    for e in &log.events {
+        if let tonewall::event::Event::ToneMasked {
+            start_sample,
+            end_sample,
+            ..
+        } = *e
+        {
+            let (a, b) = (start_sample as usize, end_sample as usize);
+            let covered: Vec<&Placed> = placed
+                .iter()
+                .filter(|p| p.start < b && p.start + p.len > a)
+                .collect();
+            if covered.is_empty() {
+                stray += 1;
+                continue;
+            }
+            let first = covered.iter().map(|p| p.start).min().unwrap();
+            let last = covered.iter().map(|p| p.start + p.len).max().unwrap();
+            before.push(first.saturating_sub(a) as f64 / 8.0);
+            after.push(b.saturating_sub(last) as f64 / 8.0);
+        }
+    }
+    (before, after, stray)
+}

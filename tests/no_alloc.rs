@@ -1,0 +1,332 @@
+//! The media path never allocates (brief section 4, "Hot path"): a counting global allocator
+//! watches every frame pushed through the detector and the channel pipelines, after a warm-up,
+//! over signals with key presses in them so the digit, mask and capture-window paths all run.
+//!
+//! Only allocations on the test's own thread while it is "armed" count. The first few
+//! counted allocations print a backtrace to stderr (`cargo test --test no_alloc --
+//! --nocapture` shows them), which names the allocating line in the core.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use tonewall::capture::CaptureConfig;
+use tonewall::codec::{linear_to_ulaw, Codec};
+use tonewall::dtmf::{Detector, DetectorConfig, DetectorEvent, Digit, MaskConfig};
+use tonewall::event::{Event, Outputs, SecureDigit};
+use tonewall::pipeline::{ChannelPipeline, PipelineConfig, Sample};
+use tonewall::signal::ToneSpec;
+use tonewall::signal::{add_dtmf, add_sine, add_white_noise, power_for_dbm0, to_i16, Rng};
+use tonewall::time::ChannelId;
+
+struct Counting;
+
+/// Allocations (alloc, alloc_zeroed, realloc) seen on armed threads.
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Backtraces printed so far (a few are enough to find the culprit).
+static TRACES: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set while the current thread is inside a counted region. `const` and drop-free, so
+    /// reading it from the allocator never allocates.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Counting {
+    #[inline]
+    fn note(&self) {
+        // Disarm while recording, so the backtrace's own allocations are not counted.
+        let armed = ARMED.try_with(|a| a.replace(false)).unwrap_or(false);
+        if !armed {
+            return;
+        }
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if TRACES.fetch_add(1, Ordering::Relaxed) < 3 {
+            eprintln!(
+                "allocation on the media path:\n{}",
+                std::backtrace::Backtrace::force_capture()
+            );
+        }
+        let _ = ARMED.try_with(|a| a.set(true));
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; counting has no effect on memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        self.note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One counted region at a time across the test binary (the counter is global).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Disarms on drop, so a panic inside a counted region cannot leave the thread armed.
+struct Armed;
+
+impl Armed {
+    fn arm() -> Self {
+        ARMED.with(|a| a.set(true));
+        Armed
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        ARMED.with(|a| a.set(false));
+    }
+}
+
+/// Allocations made by `f` on this thread.
+fn allocations_in<F: FnOnce()>(f: F) -> usize {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    {
+        let _armed = Armed::arm();
+        f();
+    }
+    ALLOCS.load(Ordering::Relaxed) - before
+}
+
+/// Keys pressed in [`signal`]: a card number closed by `#`, then three more digits that open a
+/// second window, which the idle timeout closes.
+const CARD: &str = "4111111111111111#";
+const MORE: &str = "123";
+
+/// Speech-like sound, a card number typed in, a pause, three more keys, then quiet long
+/// enough for the capture window's idle timeout (1 s in [`pipeline_config`]).
+fn signal(rate: u32) -> Vec<i16> {
+    let ms = |v: f64| (v * rate as f64 / 1000.0) as usize;
+    let mut x = vec![0.0; ms(6500.0)];
+    let mut rng = Rng::new(0x00A1_10C5);
+    add_white_noise(&mut x, power_for_dbm0(-55.0), &mut rng);
+    // Half a second of a voiced sound: a harmonic stack on 140 Hz.
+    for h in 1..24 {
+        let dbm0 = -15.0 - 3.0 * h as f64;
+        add_sine(
+            &mut x,
+            rate,
+            ms(100.0),
+            ms(500.0),
+            140.0 * h as f64,
+            dbm0,
+            rng.phase(),
+        );
+    }
+    let mut t = ms(800.0);
+    for (i, key) in CARD.chars().chain(MORE.chars()).enumerate() {
+        if i == CARD.len() {
+            t += ms(1200.0);
+        }
+        let digit = Digit::from_char(key).unwrap();
+        let level = -6.0 - (i % 4) as f64 * 4.0;
+        add_dtmf(
+            &mut x,
+            rate,
+            t,
+            ms(70.0),
+            digit,
+            ToneSpec::level(level),
+            &mut rng,
+        );
+        t += ms(140.0);
+    }
+    to_i16(&x)
+}
+
+/// Counts events without allocating: one slot per event kind.
+#[derive(Default)]
+struct Tally {
+    events: [u32; 8],
+    secure: u32,
+}
+
+impl Tally {
+    const TONE_MASKED: usize = 0;
+    const DIGIT: usize = 1;
+    const CAPTURE_OPENED: usize = 2;
+    const CAPTURE_CLOSED: usize = 5;
+    const FAULT: usize = 7;
+}
+
+impl Outputs for Tally {
+    fn event(&mut self, event: Event) {
+        let k = match event {
+            Event::ToneMasked { .. } => 0,
+            Event::Digit { .. } => 1,
+            Event::CaptureOpened { .. } => 2,
+            Event::RecordingPause { .. } => 3,
+            Event::CaptureProgress { .. } => 4,
+            Event::CaptureClosed { .. } => 5,
+            Event::RecordingResume { .. } => 6,
+            Event::Fault { .. } => 7,
+        };
+        self.events[k] += 1;
+    }
+    fn secure_digit(&mut self, _digit: SecureDigit) {
+        self.secure += 1;
+    }
+}
+
+fn pipeline_config(codec: Codec, rate: u32, lookahead_ms: u32) -> PipelineConfig {
+    PipelineConfig {
+        codec,
+        rate,
+        lookahead_ms,
+        capture: CaptureConfig {
+            idle_timeout_ms: 1000,
+            ..CaptureConfig::default()
+        },
+        ..PipelineConfig::default()
+    }
+}
+
+/// Frames of `input` of the given sizes, cycling; the first `warm` frames are processed before
+/// counting starts. Returns the allocations counted and the tally of everything emitted.
+fn run_pipeline<T: Sample + Default>(
+    cfg: PipelineConfig,
+    input: &[T],
+    sizes: &[usize],
+    warm: usize,
+) -> (usize, Tally) {
+    let mut p = ChannelPipeline::<T>::new(cfg, ChannelId(7)).expect("pipeline");
+    let max = sizes.iter().copied().max().unwrap();
+    let mut output = vec![T::default(); max];
+    let mut tally = Tally::default();
+    // Cut the input into frames up front (allocates; not counted).
+    let mut frames = Vec::new();
+    let (mut pos, mut k) = (0, 0);
+    while pos < input.len() {
+        let n = sizes[k % sizes.len()].min(input.len() - pos);
+        frames.push(&input[pos..pos + n]);
+        pos += n;
+        k += 1;
+    }
+    let (head, rest) = frames.split_at(warm.min(frames.len()));
+    for f in head {
+        p.process(f, &mut output[..f.len()], &mut tally);
+    }
+    let allocs = allocations_in(|| {
+        for f in rest {
+            p.process(f, &mut output[..f.len()], &mut tally);
+        }
+    });
+    (allocs, tally)
+}
+
+fn check_tally(what: &str, t: &Tally) {
+    let keys = (CARD.len() + MORE.len()) as u32;
+    assert_eq!(t.events[Tally::FAULT], 0, "{what}: faults");
+    assert!(
+        t.secure >= keys - 2 && t.events[Tally::DIGIT] == t.secure,
+        "{what}: {} of {keys} digits found, the digit paths did not run",
+        t.secure
+    );
+    assert!(
+        t.events[Tally::TONE_MASKED] >= keys / 2,
+        "{what}: too few masked tones, the mask paths did not run"
+    );
+    assert!(
+        t.events[Tally::CAPTURE_OPENED] >= 2 && t.events[Tally::CAPTURE_CLOSED] >= 2,
+        "{what}: capture windows did not open and close twice"
+    );
+}
+
+#[test]
+fn detector_process_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = signal(8000);
+    for speculate in [false, true] {
+        let mut det = Detector::new(
+            &DetectorConfig::default(),
+            &MaskConfig::default(),
+            speculate,
+        );
+        let (head, rest) = x.split_at(10 * 160);
+        let mut digits = 0u32;
+        let mut masks = 0u32;
+        let mut emit = |ev: DetectorEvent| match ev {
+            DetectorEvent::Digit { .. } => digits += 1,
+            DetectorEvent::Mask { .. } => masks += 1,
+            DetectorEvent::DigitEnd { .. } => {}
+        };
+        for f in head.chunks(160) {
+            det.process(f, &mut emit);
+        }
+        let allocs = allocations_in(|| {
+            for f in rest.chunks(160) {
+                det.process(f, &mut emit);
+            }
+            det.flush(&mut emit);
+        });
+        assert_eq!(
+            allocs, 0,
+            "Detector::process allocated (speculate {speculate})"
+        );
+        let keys = (CARD.len() + MORE.len()) as u32;
+        assert!(digits >= keys - 2, "only {digits} of {keys} digits found");
+        assert!(masks > 0);
+    }
+}
+
+#[test]
+fn pcmu_pipeline_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x: Vec<u8> = signal(8000).iter().map(|&s| linear_to_ulaw(s)).collect();
+    for lookahead in [0, 20] {
+        let cfg = pipeline_config(Codec::Pcmu, 8000, lookahead);
+        let (allocs, tally) = run_pipeline(cfg, &x, &[160], 10);
+        assert_eq!(
+            allocs, 0,
+            "PCMU pipeline, lookahead {lookahead} ms, allocated"
+        );
+        check_tally(&format!("PCMU lookahead {lookahead}"), &tally);
+    }
+    // Ragged packet sizes: partial sub-blocks, inputs longer than one internal chunk.
+    let cfg = pipeline_config(Codec::Pcmu, 8000, 0);
+    let (allocs, tally) = run_pipeline(cfg, &x, &[1, 37, 160, 333, 80, 7], 20);
+    assert_eq!(allocs, 0, "PCMU pipeline with ragged frames allocated");
+    check_tally("PCMU ragged", &tally);
+}
+
+#[test]
+fn pcm16_48k_pipeline_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = signal(48_000);
+    for lookahead in [0, 20] {
+        let cfg = pipeline_config(Codec::Pcm16, 48_000, lookahead);
+        let (allocs, tally) = run_pipeline(cfg, &x, &[960], 10);
+        assert_eq!(
+            allocs, 0,
+            "48 kHz pipeline, lookahead {lookahead} ms, allocated"
+        );
+        check_tally(&format!("48 kHz lookahead {lookahead}"), &tally);
+    }
+}
+
+/// The counter itself works: an allocation inside the region is seen.
+#[test]
+fn the_counter_sees_allocations() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    TRACES.store(usize::MAX / 2, Ordering::Relaxed); // no backtrace for this deliberate one
+    let n = allocations_in(|| {
+        std::hint::black_box(vec![1u8; 64]);
+    });
+    TRACES.store(0, Ordering::Relaxed);
+    assert_eq!(n, 1);
+}
