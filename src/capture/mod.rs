@@ -228,12 +228,16 @@ impl Capture {
         core::hint::black_box(&w.digits);
     }
 
-    /// A digit was recognised (in-band or telephone-event). `onset` is the tone's first
-    /// sample, `now` the sample at which it was declared.
+    /// A digit was recognised (in-band or telephone-event). `onset` is the tone's estimated
+    /// first sample, `now` the sample at which it was declared, and `masked_from` where the
+    /// masked audio around it begins (at or before `onset`): a window this digit opens pauses
+    /// the recording from there, so not even the tone's first sample is recorded.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_digit<O: Outputs + ?Sized>(
         &mut self,
         digit: Redacted<Digit>,
         onset: u64,
+        masked_from: u64,
         now: u64,
         source: DigitSource,
         out: &mut O,
@@ -246,9 +250,7 @@ impl Capture {
                 Some(e) => onset.saturating_sub(e) >= self.samples(self.cfg.auto_open_idle_ms),
             };
             if quiet {
-                // Pause from the tone's first sample, so not even its first sample reaches
-                // the recording.
-                self.open_window(onset, OpenReason::Automatic, None, None, out);
+                self.open_window(masked_from.min(onset), OpenReason::Automatic, None, None, out);
             }
         }
         let index = self.digits_seen;
@@ -302,8 +304,9 @@ impl Capture {
         }
     }
 
-    /// The tone of the last digit ended at `end`: a window that is due to close (count
-    /// reached, terminator) closes here, after the tone, so the whole tone stays paused.
+    /// The tone of the last digit ended at `end` (the end of its masked audio): a window
+    /// that is due to close (count reached, terminator) closes here, after the tone, so the
+    /// whole tone stays paused.
     pub fn on_digit_end<O: Outputs + ?Sized>(&mut self, end: u64, out: &mut O) {
         self.last_digit_end = Some(end);
         if let Some(w) = self.open.as_mut() {
@@ -356,7 +359,7 @@ mod tests {
         let mut log = EventLog::default();
         let mut t = 8000;
         for c in "4111111111111111#".chars() {
-            cap.on_digit(d(c), t, t + 200, DigitSource::InBand, &mut log);
+            cap.on_digit(d(c), t, t, t + 200, DigitSource::InBand, &mut log);
             cap.on_digit_end(t + 480, &mut log);
             t += 1600;
         }
@@ -407,11 +410,11 @@ mod tests {
         let mut cap = Capture::new(cfg, ChannelId(1), 8000);
         let mut log = EventLog::default();
         for i in 0..3u64 {
-            cap.on_digit(d('1'), i * 800, i * 800 + 200, DigitSource::InBand, &mut log);
+            cap.on_digit(d('1'), i * 800, i * 800, i * 800 + 200, DigitSource::InBand, &mut log);
             cap.on_digit_end(i * 800 + 400, &mut log);
         }
         assert!(!cap.is_open());
-        cap.on_digit(d('2'), 100_000, 100_200, DigitSource::InBand, &mut log);
+        cap.on_digit(d('2'), 100_000, 99_990, 100_200, DigitSource::InBand, &mut log);
         assert!(cap.is_open());
         cap.tick(100_200 + 32_000, &mut log);
         assert!(!cap.is_open());

@@ -83,8 +83,6 @@ pub const BANK_HZ: [f32; TONES] = [
 #[derive(Debug, Clone)]
 pub struct GoertzelBank {
     coeff: [f32; TONES],
-    s1: [f32; TONES],
-    s2: [f32; TONES],
     /// e^{+j w} per tone, to turn (s1, s2) into the DFT value.
     ejw: [Cpx; TONES],
     /// e^{-j w n_end}: phase reference at the end of the current sub-block (f64 so it does
@@ -92,9 +90,18 @@ pub struct GoertzelBank {
     phase: [(f64, f64); TONES],
     /// e^{-j w SUB}: how far the reference turns per sub-block.
     step: [(f64, f64); TONES],
-    energy: f32,
     filled: usize,
+    blocks: u32,
+    /// Samples of the sub-block being filled; the filters run once it is complete.
+    buf: [f32; SUB],
+    /// e^{j w L (CHAINS-1-k)}: turns chain k's DFT into one referred to the sub-block's end.
+    part: [[Cpx; TONES]; CHAINS],
 }
+
+/// Independent filter chains per sub-block. Each Goertzel step waits on the one before, so
+/// running two halves of the sub-block side by side hides that latency (measured: 0.82 to
+/// 0.61 us per 20 ms frame); four run out of registers.
+const CHAINS: usize = 2;
 
 impl Default for GoertzelBank {
     fn default() -> Self {
@@ -120,15 +127,26 @@ impl GoertzelBank {
             step[i] = (a.cos(), a.sin());
             phase[i] = step[i];
         }
+        let mut part = [[Cpx::default(); TONES]; CHAINS];
+        for (k, pk) in part.iter_mut().enumerate() {
+            for (i, pki) in pk.iter_mut().enumerate() {
+                let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
+                let a = w * (SUB / CHAINS * (CHAINS - 1 - k)) as f64;
+                *pki = Cpx {
+                    re: a.cos() as f32,
+                    im: a.sin() as f32,
+                };
+            }
+        }
         Self {
             coeff,
-            s1: [0.0; TONES],
-            s2: [0.0; TONES],
             ejw,
             phase,
             step,
-            energy: 0.0,
             filled: 0,
+            blocks: 0,
+            buf: [0.0; SUB],
+            part,
         }
     }
 
@@ -143,21 +161,7 @@ impl GoertzelBank {
     #[inline]
     pub fn feed(&mut self, x: &[f32]) -> Option<SubBlock> {
         debug_assert!(x.len() <= self.remaining());
-        let coeff = self.coeff;
-        let mut s1 = self.s1;
-        let mut s2 = self.s2;
-        let mut e = self.energy;
-        for &v in x {
-            e += v * v;
-            for i in 0..TONES {
-                let s0 = v + coeff[i] * s1[i] - s2[i];
-                s2[i] = s1[i];
-                s1[i] = s0;
-            }
-        }
-        self.s1 = s1;
-        self.s2 = s2;
-        self.energy = e;
+        self.buf[self.filled..self.filled + x.len()].copy_from_slice(x);
         self.filled += x.len();
         if self.filled < SUB {
             return None;
@@ -166,31 +170,58 @@ impl GoertzelBank {
     }
 
     fn finish(&mut self) -> SubBlock {
+        const L: usize = SUB / CHAINS;
+        let coeff = self.coeff;
+        let mut s1 = [[0f32; TONES]; CHAINS];
+        let mut s2 = [[0f32; TONES]; CHAINS];
+        let mut e = [0f32; CHAINS];
+        for n in 0..L {
+            for k in 0..CHAINS {
+                let v = self.buf[k * L + n];
+                e[k] += v * v;
+                for i in 0..TONES {
+                    // coeff*s1 first: shortens the dependency chain through s1.
+                    let s0 = coeff[i] * s1[k][i] + (v - s2[k][i]);
+                    s2[k][i] = s1[k][i];
+                    s1[k][i] = s0;
+                }
+            }
+        }
         let mut out = SubBlock {
-            energy: self.energy,
+            energy: e.iter().sum(),
             ..SubBlock::default()
         };
         for i in 0..TONES {
-            // DFT over the block, referred to absolute time: e^{-j w n_end} (e^{j w} s1 - s2).
-            let y = Cpx {
-                re: self.ejw[i].re * self.s1[i] - self.s2[i],
-                im: self.ejw[i].im * self.s1[i],
-            };
+            // Each chain's DFT is e^{-j w n_end_k} (e^{j w} s1 - s2); refer all of them to
+            // the end of the sub-block, sum, then to absolute stream time.
+            let mut y = Cpx::default();
+            for k in 0..CHAINS {
+                let yk = Cpx {
+                    re: self.ejw[i].re * s1[k][i] - s2[k][i],
+                    im: self.ejw[i].im * s1[k][i],
+                };
+                let r = self.part[k][i];
+                y = y.add(Cpx {
+                    re: r.re * yk.re - r.im * yk.im,
+                    im: r.re * yk.im + r.im * yk.re,
+                });
+            }
             let (pr, pi) = self.phase[i];
             out.c[i] = Cpx {
                 re: (pr as f32) * y.re - (pi as f32) * y.im,
                 im: (pr as f32) * y.im + (pi as f32) * y.re,
             };
             let (sr, si) = self.step[i];
-            let nr = pr * sr - pi * si;
-            let ni = pr * si + pi * sr;
-            // Keep the reference on the unit circle.
-            let m = (nr * nr + ni * ni).sqrt();
-            self.phase[i] = (nr / m, ni / m);
+            self.phase[i] = (pr * sr - pi * si, pr * si + pi * sr);
         }
-        self.s1 = [0.0; TONES];
-        self.s2 = [0.0; TONES];
-        self.energy = 0.0;
+        // Keep the references on the unit circle; in f64 the drift over 256 steps is ~1e-14.
+        self.blocks = self.blocks.wrapping_add(1);
+        if self.blocks % 256 == 0 {
+            for p in self.phase.iter_mut() {
+                let m = (p.0 * p.0 + p.1 * p.1).sqrt();
+                *p = (p.0 / m, p.1 / m);
+            }
+        }
         self.filled = 0;
         out
     }

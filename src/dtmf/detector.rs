@@ -195,6 +195,8 @@ pub struct Detector {
     floor: f32,
     /// The weak test's verdict on the latest sub-block.
     last_weak: Weak,
+    /// Goertzel coefficients 2 cos(w) at the column tones' second harmonics.
+    harmonic_coeff: [f32; 4],
 }
 
 impl Detector {
@@ -214,6 +216,10 @@ impl Detector {
             speculate,
             floor: 0.0,
             last_weak: Weak::No,
+            harmonic_coeff: core::array::from_fn(|i| {
+                (2.0 * (4.0 * std::f64::consts::PI * BANK_HZ[4 + i] as f64 / RATE as f64).cos())
+                    as f32
+            }),
         }
     }
 
@@ -279,10 +285,10 @@ impl Detector {
 
     #[inline]
     fn feed<F: FnMut(DetectorEvent)>(&mut self, x: &[f32], emit: &mut F) {
-        for &v in x {
-            self.raw[self.raw_pos] = v;
-            self.raw_pos = (self.raw_pos + 1) % RAW;
-        }
+        let first = (RAW - self.raw_pos).min(x.len());
+        self.raw[self.raw_pos..self.raw_pos + first].copy_from_slice(&x[..first]);
+        self.raw[..x.len() - first].copy_from_slice(&x[first..]);
+        self.raw_pos = (self.raw_pos + x.len()) % RAW;
         if let Some(sb) = self.bank.feed(x) {
             self.hist[(self.done % HIST as u64) as usize] = sb;
             self.done += 1;
@@ -353,7 +359,12 @@ impl Detector {
         let k = self.done - 1;
         let strict = self.strict_test(k);
         self.update_tone(k, strict, emit);
-        self.last_weak = self.weak_test(k);
+        // A strict hit decides the mask on its own; the weak test is only needed without one.
+        self.last_weak = if strict.is_some() {
+            Weak::No
+        } else {
+            self.weak_test(k)
+        };
         let trig = match (strict, self.last_weak) {
             (Some(d), _) => Some((d.row(), 4 + d.col())),
             (None, Weak::Tone(r, c)) => Some((r, c)),
@@ -423,6 +434,12 @@ impl Detector {
         if p[r] + p[c] < th.ratio * mean {
             return None;
         }
+        // A reported tone continuing on the same pair has passed the frequency and harmonic
+        // checks already; re-running them on every sub-block of a long press buys nothing.
+        let known = self.tone.is_some_and(|t| t.reported && (t.r, t.c) == (r, c));
+        if known {
+            return Digit::from_row_col(r, c - 4);
+        }
         // Frequency error from the phase turn between the window's two halves.
         for t in [r, c] {
             let a = self.sb(k - 3).c[t].add(self.sb(k - 2).c[t]);
@@ -435,7 +452,7 @@ impl Detector {
         }
         // Second harmonic of the high-group tone (speech has one, a key press does not).
         if th.harmonic < 1e3 {
-            let p2 = self.raw_power(2.0 * BANK_HZ[c]);
+            let p2 = self.harmonic_power(c, RAW);
             if p2 > th.harmonic * p[c] {
                 return None;
             }
@@ -443,19 +460,20 @@ impl Detector {
         Digit::from_row_col(r, c - 4)
     }
 
-    /// Goertzel power at `freq` over the last 20 ms of raw samples (only run on candidates).
-    fn raw_power(&self, freq: f32) -> f32 {
-        self.raw_power_last(freq, RAW)
-    }
-
-    /// Goertzel power at `freq` over the last `n` raw samples (only run on candidates).
-    fn raw_power_last(&self, freq: f32, n: usize) -> f32 {
-        let w = 2.0 * std::f32::consts::PI * freq / RATE as f32;
-        let coeff = 2.0 * w.cos();
+    /// Power at the second harmonic of column `c` (bank index 4..8) over the last `n` raw
+    /// samples (only run on candidates).
+    fn harmonic_power(&self, c: usize, n: usize) -> f32 {
+        let coeff = self.harmonic_coeff[c - 4];
         let (mut s1, mut s2) = (0f32, 0f32);
-        for i in RAW - n..RAW {
-            let v = self.raw[(self.raw_pos + i) % RAW];
-            let s0 = v + coeff * s1 - s2;
+        // The last n samples of the ring, oldest first, as (at most) two slices.
+        let start = (self.raw_pos + RAW - n) % RAW;
+        let (a, b) = if start + n <= RAW {
+            (&self.raw[start..start + n], &self.raw[..0])
+        } else {
+            (&self.raw[start..], &self.raw[..start + n - RAW])
+        };
+        for &v in a.iter().chain(b) {
+            let s0 = coeff * s1 + (v - s2);
             s2 = s1;
             s1 = s0;
         }
@@ -473,6 +491,24 @@ impl Detector {
             return Weak::No;
         }
         let (r, c) = Self::argmax(&p);
+        let above = |m: f32| {
+            // Only a window clearly above the background has anything to subtract it from;
+            // in stationary noise alone this leaves the ratio as it is.
+            if m > FLOOR_MARGIN * self.floor {
+                (m - self.floor).max((1.0 - MAX_FLOOR_SHARE) * m)
+            } else {
+                m
+            }
+        };
+        // Cheap bound first: following the frequency can at most add the two sub-blocks'
+        // magnitudes in phase, 2 (|C1|^2 + |C2|^2). Most speech and noise stops here.
+        let bound = |t: usize| {
+            let n = (2 * SUB) as f32;
+            4.0 * (self.sb(k - 1).c[t].norm_sqr() + self.sb(k).c[t].norm_sqr()) / (n * n)
+        };
+        if bound(r) + bound(c) < th.m_onset * above(mean) {
+            return Weak::No;
+        }
         // Follow each winner's frequency so a tone a few percent off still counts in full.
         let pr = self.tracked_power(k, 2, r);
         let pc = self.tracked_power(k, 2, c);
@@ -485,15 +521,6 @@ impl Detector {
         // Measure purity against the window's power above the background, so a key press in
         // steady line noise reads as the pure pair it is; speech pauses keep the background
         // low, so speech gains nothing from this.
-        // Only a window clearly above the background has anything to subtract it from;
-        // in stationary noise alone this leaves the ratio as it is.
-        let above = |m: f32| {
-            if m > FLOOR_MARGIN * self.floor {
-                (m - self.floor).max((1.0 - MAX_FLOOR_SHARE) * m)
-            } else {
-                m
-            }
-        };
         let ratio2 = (pr + pc) / above(mean);
         if ratio2 < th.m_onset {
             return Weak::No;
@@ -510,8 +537,9 @@ impl Detector {
                 return Weak::No;
             }
         }
-        if th.m_harmonic < 1e3 {
-            let p2 = self.raw_power_last(2.0 * BANK_HZ[c], 2 * SUB);
+        let masking_this = self.mask.active && !self.mask.speculative && (self.mask.r, self.mask.c) == (r, c);
+        if th.m_harmonic < 1e3 && !masking_this {
+            let p2 = self.harmonic_power(c, 2 * SUB);
             if p2 > th.m_harmonic * pc {
                 return Weak::No;
             }
@@ -616,6 +644,10 @@ impl Detector {
             }
         } else {
             t.streak = 0;
+            // The tone's last few samples: a trace right after a full sub-block.
+            if f >= TRACE && (t.on_end - start).abs() < 1.0 {
+                t.on_end = start + f as f64 * SUB as f64;
+            }
             if end - t.on_end >= self.th.bridge {
                 self.tone = Some(t);
                 self.end_tone(emit);

@@ -124,13 +124,14 @@ impl<T: Copy> DelayLine<T> {
             return;
         }
         let n = self.buf.len();
-        for (o, &i) in out.iter_mut().zip(input) {
-            *o = self.buf[self.head];
-            self.buf[self.head] = i;
-            self.head += 1;
-            if self.head == n {
-                self.head = 0;
-            }
+        let mut done = 0;
+        while done < input.len() {
+            let m = (n - self.head).min(input.len() - done);
+            let (h, e) = (self.head, self.head + m);
+            out[done..done + m].copy_from_slice(&self.buf[h..e]);
+            self.buf[h..e].copy_from_slice(&input[done..done + m]);
+            done += m;
+            self.head = if e == n { 0 } else { e };
         }
     }
 }

@@ -144,6 +144,8 @@ pub struct ChannelPipeline<T: Sample> {
     pending: Pending,
     in_pos: u64,
     open_span: Option<(u64, u64)>,
+    /// The most recent masked span, kept after it is reported (pause/resume align to it).
+    last_span: Option<(u64, u64)>,
     fail_closed: bool,
     silence: T,
 }
@@ -194,6 +196,7 @@ impl<T: Sample> ChannelPipeline<T> {
             },
             in_pos: 0,
             open_span: None,
+            last_span: None,
             fail_closed: false,
             silence,
             cfg,
@@ -260,7 +263,7 @@ impl<T: Sample> ChannelPipeline<T> {
         out: &mut O,
     ) {
         self.capture
-            .on_digit(digit, onset, self.in_pos, DigitSource::TelephoneEvent, out);
+            .on_digit(digit, onset, onset, self.in_pos, DigitSource::TelephoneEvent, out);
         if let Some(e) = end {
             self.capture.on_digit_end(e, out);
         }
@@ -414,15 +417,26 @@ impl<T: Sample> ChannelPipeline<T> {
                         }
                         None => self.open_span = Some((a, b)),
                     }
+                    self.last_span = self.open_span;
                 }
                 DetectorEvent::Digit { digit, onset, at } => {
                     let onset = self.to_media_f(onset);
                     let at = self.to_media(at);
+                    // Recording pauses where the masked audio around the tone begins.
+                    let masked_from = match self.last_span {
+                        Some((a, b)) if a <= onset && onset < b => a,
+                        _ => onset,
+                    };
                     self.capture
-                        .on_digit(digit, onset, at, DigitSource::InBand, out);
+                        .on_digit(digit, onset, masked_from, at, DigitSource::InBand, out);
                 }
                 DetectorEvent::DigitEnd { end, .. } => {
                     let end = self.to_media_f(end);
+                    // ... and resumes where it ends, so the whole masked tone stays paused.
+                    let end = match self.last_span {
+                        Some((a, b)) if a <= end && end <= b => b,
+                        _ => end,
+                    };
                     self.capture.on_digit_end(end, out);
                 }
             }
