@@ -8,7 +8,15 @@ fn main() {
     add_white_noise(&mut x, power_for_dbm0(-30.0), &mut rng);
     let keys = "123A456B789C*0#D";
     for (i, c) in keys.chars().cycle().take(300).enumerate() {
-        add_dtmf(&mut x, 8000, 800 + i * 1500, 480, Digit::from_char(c).unwrap(), ToneSpec::level(-10.0), &mut rng);
+        add_dtmf(
+            &mut x,
+            8000,
+            800 + i * 1500,
+            480,
+            Digit::from_char(c).unwrap(),
+            ToneSpec::level(-10.0),
+            &mut rng,
+        );
     }
     let x = to_i16(&x);
     let mut det = Detector::new(&DetectorConfig::default(), &MaskConfig::default(), false);

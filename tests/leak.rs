@@ -37,18 +37,19 @@ fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
 fn families() -> Vec<(String, Vec<i16>, Vec<Placed>)> {
     let mut out = Vec::new();
     let mut rng = Rng::new(42);
-    let mut push = |name: &str, items: Vec<(char, f64, f64, ToneSpec)>, noise_db: Option<f64>, dial: bool| {
-        let mut rng2 = Rng::new(name.len() as u64 * 7919 + items.len() as u64);
-        let (mut x, placed) = train(&items, 100.0 + rng2.range(0.0, 5.0), &mut rng2);
-        if let Some(snr) = noise_db {
-            let p = items[0].3.power() / 10f64.powf(snr / 10.0);
-            add_white_noise(&mut x, p, &mut rng2);
-        }
-        if dial {
-            add_dial_tone(&mut x, 8000, -20.0, &mut rng2);
-        }
-        out.push((name.to_string(), to_i16(&x), placed));
-    };
+    let mut push =
+        |name: &str, items: Vec<(char, f64, f64, ToneSpec)>, noise_db: Option<f64>, dial: bool| {
+            let mut rng2 = Rng::new(name.len() as u64 * 7919 + items.len() as u64);
+            let (mut x, placed) = train(&items, 100.0 + rng2.range(0.0, 5.0), &mut rng2);
+            if let Some(snr) = noise_db {
+                let p = items[0].3.power() / 10f64.powf(snr / 10.0);
+                add_white_noise(&mut x, p, &mut rng2);
+            }
+            if dial {
+                add_dial_tone(&mut x, 8000, -20.0, &mut rng2);
+            }
+            out.push((name.to_string(), to_i16(&x), placed));
+        };
     let keys: Vec<char> = KEYS.chars().collect();
     let mut v = Vec::new();
     for _ in 0..3 {
@@ -76,7 +77,14 @@ fn families() -> Vec<(String, Vec<i16>, Vec<Placed>)> {
     for twist in [-12.0, -6.0, 6.0, 12.0] {
         let v = keys
             .iter()
-            .map(|&c| (c, 60.0, 60.0 + rng.range(0.0, 5.0), ToneSpec::with_twist(-4.0, twist)))
+            .map(|&c| {
+                (
+                    c,
+                    60.0,
+                    60.0 + rng.range(0.0, 5.0),
+                    ToneSpec::with_twist(-4.0, twist),
+                )
+            })
             .collect();
         push(&format!("twist {twist:+} dB"), v, None, false);
     }
@@ -115,7 +123,10 @@ fn no_digit_is_recoverable_from_masked_battery_output() {
     let have_multimon = multimon_digits(&[0; 800]).is_some();
     if !have_multimon {
         eprintln!("multimon-ng not installed: the independent-decoder check is skipped here (CI installs it)");
-        assert!(std::env::var("CI").is_err(), "multimon-ng is required in CI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "multimon-ng is required in CI"
+        );
     }
     let mut failures = Vec::new();
     for codec in CODECS {
@@ -200,17 +211,30 @@ fn no_digit_is_recoverable_from_masked_battery_output() {
                 "      tones under 16 ms: residual max {:.2} ms (not bounded; no decoder reads them)",
                 short_leaks.iter().cloned().fold(0.0, f64::max)
             );
-            assert!(worst_before <= 10.0 && worst_after <= 10.0, "{codec:?} la={la}: over-masking");
-            assert_eq!(strays, 0, "{codec:?} la={la}: masked spans away from any tone");
+            assert!(
+                worst_before <= 10.0 && worst_after <= 10.0,
+                "{codec:?} la={la}: over-masking"
+            );
+            assert_eq!(
+                strays, 0,
+                "{codec:?} la={la}: masked spans away from any tone"
+            );
         }
     }
-    assert!(failures.is_empty(), "digits recoverable:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "digits recoverable:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn multimon_ng_decodes_the_unmasked_battery_so_the_leak_check_can_fail() {
     let Some(_) = multimon_digits(&[0; 800]) else {
-        assert!(std::env::var("CI").is_err(), "multimon-ng is required in CI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "multimon-ng is required in CI"
+        );
         return;
     };
     let (name, x, placed) = families().into_iter().next().unwrap();
@@ -236,7 +260,11 @@ fn untouched_audio_passes_bit_exact() {
         let xin = through(codec, &x);
         for la in LOOKAHEADS {
             let (y, log) = mask(&xin, codec, la);
-            assert!(log.events.is_empty(), "{codec:?} la={la}: {:?}", log.events.first());
+            assert!(
+                log.events.is_empty(),
+                "{codec:?} la={la}: {:?}",
+                log.events.first()
+            );
             assert_eq!(y, xin, "{codec:?} la={la}");
         }
     }
@@ -253,7 +281,10 @@ fn read_fixture(name: &str) -> tonewall::wav::Wav {
 fn speech_and_music_lose_under_a_tenth_of_a_percent() {
     let wav = read_fixture("speech-music-no-dtmf-8k-pcm16.wav");
     let x = wav.channel_linear(0);
-    assert!(detect(&x, &DetectorConfig::default()).is_empty(), "talk-off");
+    assert!(
+        detect(&x, &DetectorConfig::default()).is_empty(),
+        "talk-off"
+    );
     for codec in CODECS {
         let xin = through(codec, &x);
         for la in LOOKAHEADS {

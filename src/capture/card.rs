@@ -78,7 +78,7 @@ pub fn luhn_valid(d: &[u8]) -> bool {
         }
         sum += v;
     }
-    !d.is_empty() && sum % 10 == 0
+    !d.is_empty() && sum.is_multiple_of(10)
 }
 
 #[cfg(test)]

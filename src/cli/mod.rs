@@ -202,6 +202,32 @@ fn run_channel<T: Sample + Default>(
     Ok(y)
 }
 
+/// Write each file under a temporary name next to it, then rename them all into place; on
+/// any failure remove what was written.
+fn write_all_or_none(files: &[(&Path, Vec<u8>)]) -> Result<(), CliError> {
+    let tmp = |p: &Path| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(".tonewall-tmp");
+        PathBuf::from(name)
+    };
+    let mut written: Vec<PathBuf> = Vec::new();
+    for (path, bytes) in files {
+        let t = tmp(path);
+        if let Err(e) = fs::write(&t, bytes) {
+            written.iter().for_each(|w| drop(fs::remove_file(w)));
+            return Err(fail(path, e));
+        }
+        written.push(t);
+    }
+    for (path, _) in files {
+        if let Err(e) = fs::rename(tmp(path), path) {
+            written.iter().for_each(|w| drop(fs::remove_file(w)));
+            return Err(fail(path, e));
+        }
+    }
+    Ok(())
+}
+
 fn deinterleave<T: Copy>(v: &[T], channels: usize, ch: usize) -> Vec<T> {
     v.iter().skip(ch).step_by(channels).copied().collect()
 }
@@ -257,14 +283,16 @@ fn mask(
         }
     };
     let out_wav = Wav { data, ..wav };
-    fs::write(output, out_wav.to_bytes()).map_err(|e| fail(output, e))?;
+    // Render everything first and write all files or none: a user never finds a masked WAV
+    // next to a missing events file and wonders which run it came from.
+    let mut files: Vec<(&Path, Vec<u8>)> = vec![(output, out_wav.to_bytes())];
     if let Some(path) = events {
         let mut s = String::new();
         for e in &outs.events {
             s += &serde_json::to_string(e).map_err(|e| fail(path, e))?;
             s.push('\n');
         }
-        fs::write(path, s).map_err(|e| fail(path, e))?;
+        files.push((path, s.into_bytes()));
     }
     if let (Some(path), Some(digits)) = (secure, outs.secure.as_ref()) {
         let mut s = String::new();
@@ -279,8 +307,9 @@ fn mask(
             s += &line.to_string();
             s.push('\n');
         }
-        fs::write(path, s).map_err(|e| fail(path, e))?;
+        files.push((path, s.into_bytes()));
     }
+    write_all_or_none(&files)?;
     let count = |f: fn(&Event) -> bool| outs.events.iter().filter(|e| f(e)).count();
     eprintln!(
         "tonewall: {} -> {}: {} tone spans masked, {} digits captured (values withheld), {} capture windows, look-ahead {} ms",

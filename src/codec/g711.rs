@@ -178,7 +178,10 @@ mod tests {
     #[test]
     fn encoders_are_monotonic_and_within_half_a_step() {
         for (enc, dec) in [
-            (linear_to_ulaw as fn(i16) -> u8, ulaw_to_linear as fn(u8) -> i16),
+            (
+                linear_to_ulaw as fn(i16) -> u8,
+                ulaw_to_linear as fn(u8) -> i16,
+            ),
             (linear_to_alaw, alaw_to_linear),
         ] {
             let mut prev = i32::MIN;

@@ -43,7 +43,7 @@ impl Cpx {
     }
     /// Sum.
     #[inline]
-    pub fn add(self, o: Cpx) -> Cpx {
+    pub fn plus(self, o: Cpx) -> Cpx {
         Cpx {
             re: self.re + o.re,
             im: self.im + o.im,
@@ -201,7 +201,7 @@ impl GoertzelBank {
                     im: self.ejw[i].im * s1[k][i],
                 };
                 let r = self.part[k][i];
-                y = y.add(Cpx {
+                y = y.plus(Cpx {
                     re: r.re * yk.re - r.im * yk.im,
                     im: r.re * yk.im + r.im * yk.re,
                 });
@@ -216,7 +216,7 @@ impl GoertzelBank {
         }
         // Keep the references on the unit circle; in f64 the drift over 256 steps is ~1e-14.
         self.blocks = self.blocks.wrapping_add(1);
-        if self.blocks % 256 == 0 {
+        if self.blocks.is_multiple_of(256) {
             for p in self.phase.iter_mut() {
                 let m = (p.0 * p.0 + p.1 * p.1).sqrt();
                 *p = (p.0 / m, p.1 / m);
@@ -250,11 +250,15 @@ mod tests {
         for b in &blocks {
             // A cosine of amplitude A gives |X| = A*N/2 over N samples.
             assert!((b.c[0].abs() - 1000.0 * SUB as f32 / 2.0).abs() < 200.0);
-            sum = sum.add(b.c[0]);
+            sum = sum.plus(b.c[0]);
         }
         // Coherent sum over 4 blocks equals the 160-sample DFT (within 1 %: the cosine's
         // negative-frequency image leaks in a little, depending on phase).
-        assert!((sum.abs() - 1000.0 * 160.0 / 2.0).abs() < 800.0, "{}", sum.abs());
+        assert!(
+            (sum.abs() - 1000.0 * 160.0 / 2.0).abs() < 800.0,
+            "{}",
+            sum.abs()
+        );
         // No phase drift between blocks for an on-bin tone.
         let rot = blocks[3].c[0].mul_conj(blocks[2].c[0]).arg();
         assert!(rot.abs() < 0.05, "rot {rot}");

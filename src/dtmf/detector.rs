@@ -381,7 +381,7 @@ impl Detector {
         for j in (k + 1 - n)..=k {
             let b = self.sb(j);
             for (acc, c) in s.iter_mut().zip(b.c.iter()) {
-                *acc = acc.add(*c);
+                *acc = acc.plus(*c);
             }
             e += b.energy;
         }
@@ -436,16 +436,18 @@ impl Detector {
         }
         // A reported tone continuing on the same pair has passed the frequency and harmonic
         // checks already; re-running them on every sub-block of a long press buys nothing.
-        let known = self.tone.is_some_and(|t| t.reported && (t.r, t.c) == (r, c));
+        let known = self
+            .tone
+            .is_some_and(|t| t.reported && (t.r, t.c) == (r, c));
         if known {
             return Digit::from_row_col(r, c - 4);
         }
         // Frequency error from the phase turn between the window's two halves.
         for t in [r, c] {
-            let a = self.sb(k - 3).c[t].add(self.sb(k - 2).c[t]);
-            let b = self.sb(k - 1).c[t].add(self.sb(k).c[t]);
-            let df = b.mul_conj(a).arg() * RATE as f32
-                / (2.0 * std::f32::consts::PI * (2 * SUB) as f32);
+            let a = self.sb(k - 3).c[t].plus(self.sb(k - 2).c[t]);
+            let b = self.sb(k - 1).c[t].plus(self.sb(k).c[t]);
+            let df =
+                b.mul_conj(a).arg() * RATE as f32 / (2.0 * std::f32::consts::PI * (2 * SUB) as f32);
             if df.abs() > th.dev * BANK_HZ[t] {
                 return None;
             }
@@ -537,7 +539,8 @@ impl Detector {
                 return Weak::No;
             }
         }
-        let masking_this = self.mask.active && !self.mask.speculative && (self.mask.r, self.mask.c) == (r, c);
+        let masking_this =
+            self.mask.active && !self.mask.speculative && (self.mask.r, self.mask.c) == (r, c);
         if th.m_harmonic < 1e3 && !masking_this {
             let p2 = self.harmonic_power(c, 2 * SUB);
             if p2 > th.m_harmonic * pc {
@@ -569,7 +572,7 @@ impl Detector {
         let first = k + 1 - n;
         let mut rot = Cpx::default();
         for j in first + 1..=k {
-            rot = rot.add(self.sb(j).c[t].mul_conj(self.sb(j - 1).c[t]));
+            rot = rot.plus(self.sb(j).c[t].mul_conj(self.sb(j - 1).c[t]));
         }
         let m = rot.abs();
         let u = if m > 0.0 {
@@ -584,8 +587,8 @@ impl Detector {
         let mut plain = Cpx::default();
         let mut ph = Cpx { re: 1.0, im: 0.0 };
         for j in first..=k {
-            plain = plain.add(self.sb(j).c[t]);
-            acc = acc.add(self.sb(j).c[t].mul_conj(ph));
+            plain = plain.plus(self.sb(j).c[t]);
+            acc = acc.plus(self.sb(j).c[t].mul_conj(ph));
             ph = Cpx {
                 re: ph.re * u.re - ph.im * u.im,
                 im: ph.re * u.im + ph.im * u.re,
@@ -623,7 +626,11 @@ impl Detector {
                     ref_amp,
                     ref_e,
                     onset,
-                    on_end: if f >= FULL as f64 { end } else { start + f * SUB as f64 },
+                    on_end: if f >= FULL as f64 {
+                        end
+                    } else {
+                        start + f * SUB as f64
+                    },
                     streak: 1,
                     reported: false,
                 });
@@ -720,7 +727,11 @@ impl Detector {
                 } else {
                     self.mask_onset(k, r, c, ref_amp, ref_e)
                 };
-                let from = if m.active && m.speculative { from.min(s) } else { from };
+                let from = if m.active && m.speculative {
+                    from.min(s)
+                } else {
+                    from
+                };
                 emit(DetectorEvent::Mask { from, to: e });
                 self.mask = MaskState {
                     active: true,
@@ -804,4 +815,3 @@ impl Detector {
         };
     }
 }
-

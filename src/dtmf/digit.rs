@@ -104,9 +104,18 @@ mod tests {
         for d in Digit::ALL {
             assert_eq!(Digit::from_char(d.to_char()), Some(d));
         }
-        assert_eq!(Digit::from_char('5').unwrap().frequencies(), (770.0, 1336.0));
-        assert_eq!(Digit::from_char('#').unwrap().frequencies(), (941.0, 1477.0));
+        assert_eq!(
+            Digit::from_char('5').unwrap().frequencies(),
+            (770.0, 1336.0)
+        );
+        assert_eq!(
+            Digit::from_char('#').unwrap().frequencies(),
+            (941.0, 1477.0)
+        );
         assert!(Digit::from_char('x').is_none());
-        assert_eq!(format!("{:?}", Digit::from_char('7').unwrap()), "Digit([redacted])");
+        assert_eq!(
+            format!("{:?}", Digit::from_char('7').unwrap()),
+            "Digit([redacted])"
+        );
     }
 }

@@ -9,7 +9,7 @@
 
 mod resample;
 
-pub use resample::{Downsampler, ResampleSetupError};
+pub use resample::{Downsampler, ResampleError, ResampleSetupError};
 
 use serde::Deserialize;
 
@@ -262,8 +262,14 @@ impl<T: Sample> ChannelPipeline<T> {
         end: Option<u64>,
         out: &mut O,
     ) {
-        self.capture
-            .on_digit(digit, onset, onset, self.in_pos, DigitSource::TelephoneEvent, out);
+        self.capture.on_digit(
+            digit,
+            onset,
+            onset,
+            self.in_pos,
+            DigitSource::TelephoneEvent,
+            out,
+        );
         if let Some(e) = end {
             self.capture.on_digit_end(e, out);
         }
@@ -318,14 +324,22 @@ impl<T: Sample> ChannelPipeline<T> {
         // Detection.
         let pending = &mut self.pending;
         match self.downsampler.as_mut() {
-            None => self.detector.process(&self.lin[..n], &mut |ev| pending.push(ev)),
+            None => self
+                .detector
+                .process(&self.lin[..n], &mut |ev| pending.push(ev)),
             Some(ds) => {
                 let det = &mut self.detector;
                 if ds
-                    .push(&self.lin[..n], |y| det.process_f32(y, &mut |ev| pending.push(ev)))
+                    .push(&self.lin[..n], |y| {
+                        det.process_f32(y, &mut |ev| pending.push(ev))
+                    })
                     .is_err()
                 {
                     self.fail_closed = true;
+                    tracing::warn!(
+                        channel = self.channel.0,
+                        "resampler failed; masking while a capture window is open"
+                    );
                     out.event(Event::Fault {
                         channel: self.channel.0,
                         at_ms: Event::ms(MediaTime::new(self.in_pos, self.cfg.rate)),
@@ -365,6 +379,10 @@ impl<T: Sample> ChannelPipeline<T> {
             o[from..].fill(self.silence);
         }
         if self.spans.take_overflow() {
+            tracing::warn!(
+                channel = self.channel.0,
+                "mask span table full; spans merged"
+            );
             out.event(Event::Fault {
                 channel: self.channel.0,
                 at_ms: Event::ms(MediaTime::new(pos, self.cfg.rate)),
@@ -443,8 +461,7 @@ impl<T: Sample> ChannelPipeline<T> {
         }
         // A masked span is over once the detector has moved past it with no tone active.
         if let Some((a, b)) = self.open_span {
-            if !self.detector.masking_active() && self.to_media(self.detector.decided_until()) > b
-            {
+            if !self.detector.masking_active() && self.to_media(self.detector.decided_until()) > b {
                 self.emit_span(a, b, out);
                 self.open_span = None;
             }

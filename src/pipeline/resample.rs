@@ -65,7 +65,7 @@ impl Downsampler {
 
     /// Add samples; for every complete chunk call `f` with the 8 kHz output. Returns an
     /// error if rubato refused a chunk (the caller fails closed).
-    pub fn push<F: FnMut(&[f32])>(&mut self, x: &[i16], mut f: F) -> Result<(), ()> {
+    pub fn push<F: FnMut(&[f32])>(&mut self, x: &[i16], mut f: F) -> Result<(), ResampleError> {
         let mut i = 0;
         while i < x.len() {
             let n = (self.chunk_in - self.filled).min(x.len() - i);
@@ -81,19 +81,24 @@ impl Downsampler {
                 self.filled = 0;
                 let out_len = self.output.len();
                 let inp = InterleavedSlice::new(&self.input[..], 1, self.chunk_in)
-                    .map_err(|_| ())?;
-                let mut out =
-                    InterleavedSlice::new_mut(&mut self.output[..], 1, out_len).map_err(|_| ())?;
+                    .map_err(|_| ResampleError)?;
+                let mut out = InterleavedSlice::new_mut(&mut self.output[..], 1, out_len)
+                    .map_err(|_| ResampleError)?;
                 let (_, produced) = self
                     .rs
                     .process_into_buffer(&inp, &mut out, None)
-                    .map_err(|_| ())?;
+                    .map_err(|_| ResampleError)?;
                 f(&self.output[..produced]);
             }
         }
         Ok(())
     }
 }
+
+/// rubato refused to process a chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("resampler failed to process a chunk")]
+pub struct ResampleError;
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
     while b != 0 {

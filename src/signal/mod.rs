@@ -7,7 +7,8 @@
 
 use crate::dtmf::Digit;
 
-/// Level of a full-scale sine in dBm0 (ITU-T G.711 reference).
+/// Level of a full-scale sine in dBm0 (ITU-T G.711 reference; not an approximation of pi).
+#[allow(clippy::approx_constant)]
 pub const FULL_SCALE_SINE_DBM0: f64 = 3.14;
 
 /// Peak amplitude (16-bit scale) of a sine at `dbm0`.
@@ -157,7 +158,11 @@ pub struct Rng(u64);
 impl Rng {
     /// A generator seeded with `seed` (0 is replaced by a fixed non-zero value).
     pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
 
     /// Next 64 random bits.
@@ -199,7 +204,7 @@ mod tests {
 
     #[test]
     fn levels_follow_the_dbm0_convention() {
-        assert!((amplitude_for_dbm0(3.14) - 32767.0).abs() < 1e-6);
+        assert!((amplitude_for_dbm0(FULL_SCALE_SINE_DBM0) - 32767.0).abs() < 1e-6);
         let mut x = vec![0.0; 8000];
         add_sine(&mut x, 8000, 0, 8000, 1000.0, -10.0, 0.0);
         let p = power(&x);

@@ -134,7 +134,7 @@ impl Wav {
                 let bytes = &b[body..body + size];
                 let bps = if format == WavFormat::Pcm16 { 2 } else { 1 };
                 let frame = bps * channels as usize;
-                if bytes.len() % frame != 0 {
+                if !bytes.len().is_multiple_of(frame) {
                     return Err(WavError::Truncated("partial sample frame at end of data"));
                 }
                 if bytes.is_empty() {
@@ -185,7 +185,9 @@ impl Wav {
         let fact_len: u32 = if pcm { 0 } else { 12 };
         let mut o = Vec::with_capacity(44 + data_len as usize + 16);
         o.extend_from_slice(b"RIFF");
-        o.extend_from_slice(&(4 + 8 + fmt_len + fact_len + 8 + data_len + (data_len & 1)).to_le_bytes());
+        o.extend_from_slice(
+            &(4 + 8 + fmt_len + fact_len + 8 + data_len + (data_len & 1)).to_le_bytes(),
+        );
         o.extend_from_slice(b"WAVEfmt ");
         o.extend_from_slice(&fmt_len.to_le_bytes());
         o.extend_from_slice(&tag.to_le_bytes());
@@ -224,7 +226,11 @@ impl Wav {
             WavData::Pcm16(v) => v.iter().skip(ch).step_by(n).copied().collect(),
             WavData::G711(v) => {
                 let c = self.format.codec();
-                v.iter().skip(ch).step_by(n).map(|&b| c.decode_byte(b)).collect()
+                v.iter()
+                    .skip(ch)
+                    .step_by(n)
+                    .map(|&b| c.decode_byte(b))
+                    .collect()
             }
         }
     }
@@ -267,7 +273,11 @@ fn parse_fmt(f: &[u8]) -> Result<(WavFormat, u16, u32), WavError> {
         (6, 8) => WavFormat::Alaw,
         (1, b) => return Err(WavError::Unsupported(format!("{b}-bit PCM"))),
         (3, _) => return Err(WavError::Unsupported("IEEE float".into())),
-        (t, b) => return Err(WavError::Unsupported(format!("format tag {t:#06x}, {b} bits"))),
+        (t, b) => {
+            return Err(WavError::Unsupported(format!(
+                "format tag {t:#06x}, {b} bits"
+            )))
+        }
     };
     Ok((format, channels, rate))
 }
@@ -299,9 +309,18 @@ mod tests {
         let good = Wav::mono_pcm16(8000, vec![0; 100]).to_bytes();
         assert_eq!(Wav::parse(b""), Err(WavError::Empty));
         assert_eq!(Wav::parse(b"hello world, not a wav"), Err(WavError::NotWav));
-        assert!(matches!(Wav::parse(&good[..60]), Err(WavError::Truncated(_))));
-        assert!(matches!(Wav::parse(&good[..30]), Err(WavError::Truncated(_))));
-        assert!(matches!(Wav::parse(&good[..5]), Err(WavError::Truncated(_))));
+        assert!(matches!(
+            Wav::parse(&good[..60]),
+            Err(WavError::Truncated(_))
+        ));
+        assert!(matches!(
+            Wav::parse(&good[..30]),
+            Err(WavError::Truncated(_))
+        ));
+        assert!(matches!(
+            Wav::parse(&good[..5]),
+            Err(WavError::Truncated(_))
+        ));
         // Every prefix and a few corruptions: errors only, never a panic.
         for n in 0..good.len() {
             let _ = Wav::parse(&good[..n]);

@@ -70,8 +70,14 @@ pub fn digits_string(f: &[Found]) -> String {
 pub fn through(codec: Codec, x: &[i16]) -> Vec<i16> {
     match codec {
         Codec::Pcm16 => x.to_vec(),
-        Codec::Pcmu => x.iter().map(|&s| ulaw_to_linear(linear_to_ulaw(s))).collect(),
-        Codec::Pcma => x.iter().map(|&s| alaw_to_linear(linear_to_alaw(s))).collect(),
+        Codec::Pcmu => x
+            .iter()
+            .map(|&s| ulaw_to_linear(linear_to_ulaw(s)))
+            .collect(),
+        Codec::Pcma => x
+            .iter()
+            .map(|&s| alaw_to_linear(linear_to_alaw(s)))
+            .collect(),
     }
 }
 
@@ -89,7 +95,15 @@ pub fn train(
     let mut placed = Vec::new();
     for &(c, on, off, spec) in items {
         let len = ms(on);
-        add_dtmf(&mut x, RATE as u32, t, len, Digit::from_char(c).unwrap(), spec, rng);
+        add_dtmf(
+            &mut x,
+            RATE as u32,
+            t,
+            len,
+            Digit::from_char(c).unwrap(),
+            spec,
+            rng,
+        );
         placed.push(Placed {
             digit: c,
             start: t,
