@@ -14,9 +14,12 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-/// Every log record as "target level message field=value ..." text, plus its field names.
+/// One log record as "target level field=value ..." text, and its field names.
+type Record = (String, Vec<String>);
+
+/// Every log record the core emitted.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+struct Capture(Arc<Mutex<Vec<Record>>>);
 
 struct Fields(String, Vec<String>);
 
