@@ -308,3 +308,32 @@ fn reporting_latency_at_random_alignment() {
         assert!(pct(&lat, 1.0) <= 40.0);
     }
 }
+
+#[test]
+fn digits_over_recorded_speech_all_detected_with_speech_10_db_below() {
+    for codec in CODECS {
+        let mut curve = String::new();
+        for rel in [-15.0, -10.0, -5.0, 0.0] {
+            let (x, placed) = digits_over_speech(rel, -10.0, 800);
+            let x = through(codec, &x);
+            let f = detect(&x, &DetectorConfig::default());
+            let expect: String = placed.iter().map(|p| p.digit).collect();
+            let got = digits_string(&f);
+            // Match by time: a digit counts if it is the right key and starts within 20 ms.
+            let hit = |p: &Placed| {
+                f.iter()
+                    .any(|d| d.digit == p.digit && (d.start_ms - p.start as f64 / 8.0).abs() < 20.0)
+            };
+            let correct = placed.iter().filter(|p| hit(p)).count();
+            let wrong = f.len() - correct.min(f.len());
+            curve += &format!(
+                " speech {rel:+} dB: {correct}/{} detected, {wrong} other reports;",
+                placed.len()
+            );
+            if rel <= -10.0 {
+                assert_eq!(got, expect, "{codec:?} speech {rel} dB");
+            }
+        }
+        println!("digits over speech {codec:?}:{curve}");
+    }
+}

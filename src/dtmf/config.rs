@@ -90,6 +90,12 @@ pub struct MaskConfig {
     pub max_non_adjacent_db: f32,
     /// Largest second harmonic of the high-group tone, relative to it, dB.
     pub max_second_harmonic_db: f32,
+    /// A 10 ms window this pure skips the non-adjacent and harmonic checks (a key press
+    /// with speech underneath fails those on the speech, not on the tone).
+    pub pure_energy_ratio: f32,
+    /// Consecutive 5 ms sub-blocks with the same pair holding at least `min_energy_ratio`
+    /// of the window (voice checks or not) that confirm a tone: a key press under speech.
+    pub confirm_gate_run: u32,
     /// Share of the last 5 ms the pair must hold for the speculative onset check at the end
     /// of a frame (only with no look-ahead).
     pub speculative_energy_ratio: f32,
@@ -108,6 +114,8 @@ impl Default for MaskConfig {
             confirm_energy_ratio_20ms: 0.7,
             max_non_adjacent_db: -8.0,
             max_second_harmonic_db: -12.0,
+            pure_energy_ratio: 0.85,
+            confirm_gate_run: 6,
             speculative_energy_ratio: 0.8,
             speculative_energy_ratio_10ms: 0.65,
         }

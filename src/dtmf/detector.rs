@@ -96,6 +96,11 @@ enum Weak {
     No,
     /// Pure enough to be the start of a tone, not yet confirmed; with the 10 ms ratio.
     Onset(usize, usize, f32),
+    /// Through the gate (pure, no second voice) but not yet confirmed.
+    Gate(usize, usize, f32),
+    /// Pure enough, but something else (a voice?) holds energy too; counts toward the
+    /// same-pair run only.
+    Voiced(usize, usize),
     /// Tone-like: mask it.
     Tone(usize, usize),
 }
@@ -119,6 +124,8 @@ struct Thresholds {
     m_long: f32,
     m_nonadj: f32,
     m_harmonic: f32,
+    m_pure: f32,
+    m_run: u32,
     spec_ratio: f32,
     spec_ratio_10ms: f32,
 }
@@ -148,6 +155,8 @@ impl Thresholds {
             m_long: m.confirm_energy_ratio_20ms,
             m_nonadj: db(m.max_non_adjacent_db),
             m_harmonic: db(m.max_second_harmonic_db),
+            m_pure: m.pure_energy_ratio,
+            m_run: m.confirm_gate_run,
             spec_ratio: m.speculative_energy_ratio,
             spec_ratio_10ms: m.speculative_energy_ratio_10ms,
         }
@@ -197,6 +206,8 @@ pub struct Detector {
     last_weak: Weak,
     /// Goertzel coefficients 2 cos(w) at the column tones' second harmonics.
     harmonic_coeff: [f32; 4],
+    /// The pair that passed the weak gate on the latest sub-blocks, and for how many.
+    gate_run: ((usize, usize), u32),
 }
 
 impl Detector {
@@ -216,6 +227,7 @@ impl Detector {
             speculate,
             floor: 0.0,
             last_weak: Weak::No,
+            gate_run: ((0, 0), 0),
             harmonic_coeff: core::array::from_fn(|i| {
                 (2.0 * (4.0 * std::f64::consts::PI * BANK_HZ[4 + i] as f64 / RATE as f64).cos())
                     as f32
@@ -364,6 +376,15 @@ impl Detector {
             Weak::No
         } else {
             self.weak_test(k)
+        };
+        self.gate_run = match (strict, self.last_weak) {
+            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c))
+                if self.gate_run.0 == (r, c) =>
+            {
+                ((r, c), self.gate_run.1.saturating_add(1))
+            }
+            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c)) => ((r, c), 1),
+            _ => ((0, 0), 0),
         };
         let trig = match (strict, self.last_weak) {
             (Some(d), _) => Some((d.row(), 4 + d.col())),
@@ -527,28 +548,51 @@ impl Detector {
         if ratio2 < th.m_onset {
             return Weak::No;
         }
-        // Rows or columns two or more places away from the winner hold only leakage for a
-        // tone, but another harmonic for speech.
-        // A strong tone's sidelobes (17 dB down or more two bins away) may fill the other
-        // group's bins when the twist is high; only energy beyond that counts against it.
-        for i in 0..4usize {
-            if i.abs_diff(r) >= 2 && p[i] > th.m_nonadj * pr && p[i] > SIDELOBE * pc {
-                return Weak::No;
+        // Above `m_pure` the pair holds so much of the window that nothing else could be
+        // speech carrying it; below, a second harmonic or another row/column with real
+        // energy says "voice" (and speech under a key press lowers the ratio only a little,
+        // so a key press over speech still passes here).
+        let mut voice = false;
+        if ratio2 < th.m_pure {
+            // Rows or columns two or more places away from the winner hold only leakage for a
+            // tone, but another harmonic for speech.
+            // A strong tone's sidelobes (17 dB down or more two bins away) may fill the other
+            // group's bins when the twist is high; only energy beyond that counts against it.
+            for i in 0..4usize {
+                if i.abs_diff(r) >= 2 && p[i] > th.m_nonadj * pr && p[i] > SIDELOBE * pc {
+                    voice = true;
+                }
+                if (4 + i).abs_diff(c) >= 2
+                    && p[4 + i] > th.m_nonadj * pc
+                    && p[4 + i] > SIDELOBE * pr
+                {
+                    voice = true;
+                }
             }
-            if (4 + i).abs_diff(c) >= 2 && p[4 + i] > th.m_nonadj * pc && p[4 + i] > SIDELOBE * pr {
-                return Weak::No;
-            }
-        }
-        let masking_this =
-            self.mask.active && !self.mask.speculative && (self.mask.r, self.mask.c) == (r, c);
-        if th.m_harmonic < 1e3 && !masking_this {
-            let p2 = self.harmonic_power(c, 2 * SUB);
-            if p2 > th.m_harmonic * pc {
-                return Weak::No;
+            let masking_this =
+                self.mask.active && !self.mask.speculative && (self.mask.r, self.mask.c) == (r, c);
+            if th.m_harmonic < 1e3 && !masking_this {
+                let p2 = self.harmonic_power(c, 2 * SUB);
+                if p2 > th.m_harmonic * pc {
+                    voice = true;
+                }
             }
         }
         if ratio2 < th.m_gate {
-            return Weak::Onset(r, c, ratio2);
+            return if voice {
+                Weak::No
+            } else {
+                Weak::Onset(r, c, ratio2)
+            };
+        }
+        // The same pair holding the window sub-block after sub-block confirms a tone even
+        // where a voice underneath fills other bins: a key press keeps its two frequencies
+        // while speech moves its harmonics.
+        if self.gate_run.0 == (r, c) && self.gate_run.1 + 1 >= th.m_run {
+            return Weak::Tone(r, c);
+        }
+        if voice {
+            return Weak::Voiced(r, c);
         }
         if ratio2 >= th.m_short {
             return Weak::Tone(r, c);
@@ -561,7 +605,7 @@ impl Detector {
                 return Weak::Tone(r, c);
             }
         }
-        Weak::Onset(r, c, ratio2)
+        Weak::Gate(r, c, ratio2)
     }
 
     /// Power of tone `t` over the last `n` sub-blocks after following its frequency: each
@@ -774,7 +818,14 @@ impl Detector {
 
     /// First sample to mask for a tone just found in the window ending at sub-block `k`.
     fn mask_onset(&self, k: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> u64 {
-        let mut j = self.first_block(k, 3, r, c, ref_amp, ref_e);
+        // Normally the tone began within the last 15 ms; a tone confirmed by a long same-pair
+        // run began where the run did.
+        let back = if self.gate_run.0 == (r, c) {
+            (self.gate_run.1 as u64 + 1).max(3)
+        } else {
+            3
+        };
+        let mut j = self.first_block(k, back, r, c, ref_amp, ref_e);
         // A (nearly) full first sub-block means the tone may have begun a few samples earlier,
         // too few to register; take the sub-block before as well.
         if j > 0 && self.fill(j, r, c, ref_amp, ref_e) >= MARGIN {
@@ -786,7 +837,7 @@ impl Detector {
     /// With no look-ahead: the frame about to leave ends in something pure enough to be a
     /// tone's start. Mask its tone-like tail now; the next sub-block confirms it or ends it.
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
-        let Weak::Onset(r, c, ratio2) = self.last_weak else {
+        let (Weak::Onset(r, c, ratio2) | Weak::Gate(r, c, ratio2)) = self.last_weak else {
             return;
         };
         let k = self.done - 1;

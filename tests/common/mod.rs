@@ -123,6 +123,7 @@ pub fn mask(x: &[i16], codec: Codec, lookahead_ms: u32) -> (Vec<i16>, EventLog) 
         codec,
         rate: 8000,
         lookahead_ms,
+        mask: mask_config(),
         ..PipelineConfig::default()
     };
     let mut log = EventLog::default();
@@ -144,6 +145,15 @@ pub fn mask(x: &[i16], codec: Codec, lookahead_ms: u32) -> (Vec<i16>, EventLog) 
         }
     };
     (out, log)
+}
+
+/// Masking thresholds under test: the defaults, or a JSON `MaskConfig` in
+/// `TONEWALL_TEST_MASK` (for exploring thresholds against the whole battery and corpus).
+pub fn mask_config() -> tonewall::dtmf::MaskConfig {
+    match std::env::var("TONEWALL_TEST_MASK") {
+        Ok(j) => serde_json::from_str(&j).expect("TONEWALL_TEST_MASK is a MaskConfig in JSON"),
+        Err(_) => tonewall::dtmf::MaskConfig::default(),
+    }
 }
 
 /// Drive a pipeline in 20 ms frames and realign its output with its input.
@@ -307,4 +317,67 @@ pub fn over_masking(log: &EventLog, placed: &[Placed]) -> (Vec<f64>, Vec<f64>, u
         }
     }
     (before, after, stray)
+}
+
+/// Real recorded speech from the bundled fixture (its first 59 s are prompts from three
+/// speakers), as f64 samples in 16-bit scale.
+pub fn recorded_speech() -> Vec<f64> {
+    let path = format!(
+        "{}/sample-audio/speech-music-no-dtmf-8k-pcm16.wav",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let w = tonewall::wav::Wav::parse(&std::fs::read(&path).expect(&path)).expect(&path);
+    w.channel_linear(0)[..8000 * 59]
+        .iter()
+        .map(|&v| v as f64)
+        .collect()
+}
+
+/// Mean power of the active parts of a signal (10 ms frames within 30 dB of the loudest),
+/// the way speech level is usually quoted.
+pub fn active_power(x: &[f64]) -> f64 {
+    let frames: Vec<f64> = x
+        .chunks(80)
+        .map(|c| c.iter().map(|v| v * v).sum::<f64>() / c.len() as f64)
+        .collect();
+    let max = frames.iter().cloned().fold(0.0, f64::max);
+    let active: Vec<f64> = frames.into_iter().filter(|&p| p > max / 1000.0).collect();
+    active.iter().sum::<f64>() / active.len().max(1) as f64
+}
+
+/// 70 ms tones every 250 ms over recorded speech whose active level is `speech_rel_db`
+/// relative to the two-tone power (-10 = speech 10 dB below the tones).
+pub fn digits_over_speech(
+    speech_rel_db: f64,
+    tone_dbm0: f64,
+    seed: u64,
+) -> (Vec<i16>, Vec<Placed>) {
+    let speech = recorded_speech();
+    let spec = tonewall::signal::ToneSpec::level(tone_dbm0);
+    let gain = (spec.power() * 10f64.powf(speech_rel_db / 10.0) / active_power(&speech)).sqrt();
+    let mut x: Vec<f64> = speech.iter().map(|v| v * gain).collect();
+    let mut rng = Rng::new(seed);
+    let mut placed = Vec::new();
+    let mut t = ms(300.0);
+    let mut i = 0;
+    while t + ms(400.0) < x.len() {
+        let c = KEYS.as_bytes()[i % 16] as char;
+        add_dtmf(
+            &mut x,
+            RATE as u32,
+            t,
+            ms(70.0),
+            Digit::from_char(c).unwrap(),
+            spec,
+            &mut rng,
+        );
+        placed.push(Placed {
+            digit: c,
+            start: t,
+            len: ms(70.0),
+        });
+        t += ms(250.0 + rng.range(0.0, 5.0));
+        i += 1;
+    }
+    (tonewall::signal::to_i16(&x), placed)
 }

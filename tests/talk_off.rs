@@ -1,0 +1,109 @@
+//! Talk-off over real recorded speech and music with no DTMF (BRIEF 2.1): Debian's Asterisk
+//! prompt sets (English, French, Italian speakers) and its hold-music package, about 1.6
+//! hours. No digit may be reported; the share masked is printed and bounded. `.ci/run`
+//! installs the packages; without them (and outside CI) the test says so and skips.
+
+mod common;
+
+use common::*;
+use tonewall::codec::Codec;
+use tonewall::dtmf::DetectorConfig;
+use tonewall::wav::Wav;
+
+const CORPORA: [(&str, &str); 4] = [
+    ("speech en", "/usr/share/asterisk/sounds/en"),
+    ("speech fr", "/usr/share/asterisk/sounds/fr"),
+    ("speech it", "/usr/share/asterisk/sounds/it"),
+    ("music", "/usr/share/asterisk/moh"),
+];
+
+fn load(dir: &str) -> Vec<i16> {
+    let mut files: Vec<_> = walk(std::path::Path::new(dir));
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        let Ok(w) = Wav::parse(&bytes) else { continue };
+        if w.rate != 8000 {
+            continue;
+        }
+        all.extend(w.channel_linear(0));
+        // A short gap between files, as between prompts on a call.
+        all.extend(std::iter::repeat_n(0, 800));
+    }
+    all
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "wav") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_false_digit_on_hours_of_real_speech_and_music() {
+    let mut total_s = 0.0;
+    let mut failures = Vec::new();
+    for (name, dir) in CORPORA {
+        let x = load(dir);
+        if x.is_empty() {
+            assert!(std::env::var("CI").is_err(), "{dir} missing in CI");
+            eprintln!("{name}: {dir} not installed, skipped");
+            continue;
+        }
+        let secs = x.len() as f64 / 8000.0;
+        total_s += secs;
+        let found = detect(&x, &DetectorConfig::default());
+        let sensitive = detect(&x, &DetectorConfig::most_sensitive()).len();
+        let mut line = format!(
+            "talk-off {name}: {:.1} min, {} digits reported ({} at the most sensitive setting)",
+            secs / 60.0,
+            found.len(),
+            sensitive
+        );
+        for la in [0, 20] {
+            let (_, log) = mask(&x, Codec::Pcmu, la);
+            let masked: u64 = log
+                .events
+                .iter()
+                .map(|e| match *e {
+                    tonewall::event::Event::ToneMasked {
+                        start_sample,
+                        end_sample,
+                        ..
+                    } => end_sample - start_sample,
+                    _ => 0,
+                })
+                .sum();
+            let share = masked as f64 / x.len() as f64 * 100.0;
+            line += &format!("; masked at look-ahead {la} ms: {share:.3} %");
+            // Regression guards at the measured levels (see README, "Over-masking"): hold
+            // music with two steady partials near a row and a column frequency is the
+            // known weak spot; the bundled speech-and-music fixture stays under 0.1 %.
+            let limit = match (name, la) {
+                ("music", 0) => 3.0,
+                ("music", _) => 2.5,
+                (_, 0) => 1.5,
+                _ => 0.8,
+            };
+            if share >= limit {
+                failures.push(format!("{name} la={la}: {share:.3} % masked"));
+            }
+        }
+        println!("{line}");
+        assert!(found.is_empty(), "{name}: {} false digits", found.len());
+    }
+    println!("talk-off corpus total {:.1} min", total_s / 60.0);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
