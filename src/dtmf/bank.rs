@@ -175,16 +175,18 @@ impl GoertzelBank {
         let mut s1 = [[0f32; TONES]; CHAINS];
         let mut s2 = [[0f32; TONES]; CHAINS];
         let mut e = [0f32; CHAINS];
-        for n in 0..L {
-            for k in 0..CHAINS {
-                let v = self.buf[k * L + n];
-                e[k] += v * v;
-                for i in 0..TONES {
-                    // coeff*s1 first: shortens the dependency chain through s1.
-                    let s0 = coeff[i] * s1[k][i] + (v - s2[k][i]);
-                    s2[k][i] = s1[k][i];
-                    s1[k][i] = s0;
-                }
+        let (first, second) = self.buf.split_at(L);
+        for (&va, &vb) in first.iter().zip(second) {
+            e[0] += va * va;
+            e[1] += vb * vb;
+            for i in 0..TONES {
+                // coeff*s1 first: shortens the dependency chain through s1.
+                let a0 = coeff[i] * s1[0][i] + (va - s2[0][i]);
+                let b0 = coeff[i] * s1[1][i] + (vb - s2[1][i]);
+                s2[0][i] = s1[0][i];
+                s1[0][i] = a0;
+                s2[1][i] = s1[1][i];
+                s1[1][i] = b0;
             }
         }
         let mut out = SubBlock {

@@ -35,6 +35,22 @@ const MAX_FLOOR_SHARE: f32 = 0.7;
 /// rectangular window's second sidelobe, 2.5 bins out, is 17.8 dB down (-17 dB).
 const SIDELOBE: f32 = 0.02;
 
+/// Largest change of a tone's phase turn between sub-blocks that still counts as the same
+/// steady tone (0.7 rad: about 22 Hz of frequency change in 5 ms; speech underneath a key
+/// press moves the estimate a little, a voice's own harmonics move it more).
+const TURN_STEADY: f32 = 0.7;
+
+/// `x` wrapped into (-pi, pi].
+fn wrap(x: f32) -> f32 {
+    use std::f32::consts::PI;
+    let y = (x + PI).rem_euclid(2.0 * PI) - PI;
+    if y == -PI {
+        PI
+    } else {
+        y
+    }
+}
+
 /// Sub-blocks of history kept (40 ms).
 const HIST: usize = 8;
 /// Samples kept for the second-harmonic check (one 20 ms window).
@@ -208,6 +224,8 @@ pub struct Detector {
     harmonic_coeff: [f32; 4],
     /// The pair that passed the weak gate on the latest sub-blocks, and for how many.
     gate_run: ((usize, usize), u32),
+    /// Phase turn per sub-block of that pair's two tones on the latest sub-block.
+    gate_turn: (f32, f32),
 }
 
 impl Detector {
@@ -228,6 +246,7 @@ impl Detector {
             floor: 0.0,
             last_weak: Weak::No,
             gate_run: ((0, 0), 0),
+            gate_turn: (0.0, 0.0),
             harmonic_coeff: core::array::from_fn(|i| {
                 (2.0 * (4.0 * std::f64::consts::PI * BANK_HZ[4 + i] as f64 / RATE as f64).cos())
                     as f32
@@ -377,13 +396,21 @@ impl Detector {
         } else {
             self.weak_test(k)
         };
+        let prev_turn = self.gate_turn;
         self.gate_run = match (strict, self.last_weak) {
-            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c))
-                if self.gate_run.0 == (r, c) =>
-            {
-                ((r, c), self.gate_run.1.saturating_add(1))
+            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c)) => {
+                // A key press keeps its frequencies: the phase turn per sub-block of both
+                // tones stays put, where a voice's harmonics drift with its pitch.
+                let turn = (self.turn(k, r), self.turn(k, c));
+                self.gate_turn = turn;
+                let steady = wrap(turn.0 - prev_turn.0).abs() < TURN_STEADY
+                    && wrap(turn.1 - prev_turn.1).abs() < TURN_STEADY;
+                if self.gate_run.0 == (r, c) && steady {
+                    ((r, c), self.gate_run.1.saturating_add(1))
+                } else {
+                    ((r, c), 1)
+                }
             }
-            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c)) => ((r, c), 1),
             _ => ((0, 0), 0),
         };
         let trig = match (strict, self.last_weak) {
@@ -606,6 +633,11 @@ impl Detector {
             }
         }
         Weak::Gate(r, c, ratio2)
+    }
+
+    /// Phase turn of tone `t` from sub-block `k - 1` to `k` (radians; its frequency error).
+    fn turn(&self, k: u64, t: usize) -> f32 {
+        self.sb(k).c[t].mul_conj(self.sb(k - 1).c[t]).arg()
     }
 
     /// Power of tone `t` over the last `n` sub-blocks after following its frequency: each
