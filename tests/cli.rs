@@ -4,9 +4,10 @@
 //! panic) on bad input; over-masking on the 48 kHz path. Prints the measured figures
 //! (`cargo test --release --test cli -- --nocapture`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -382,36 +383,7 @@ fn multimon_available() -> bool {
 /// Digits multimon-ng decodes from `x` (16-bit linear at `rate` Hz), converted by linear
 /// interpolation to the raw 22050 Hz s16le it reads.
 fn multimon_digits(x: &[i16], rate: u32) -> String {
-    const MM_RATE: f64 = 22050.0;
-    let n_out = (x.len() as f64 * MM_RATE / rate as f64) as usize;
-    let mut raw = Vec::with_capacity(n_out * 2);
-    let last = x.len().saturating_sub(1);
-    for i in 0..n_out {
-        let t = i as f64 * rate as f64 / MM_RATE;
-        let k = t.floor() as usize;
-        let f = t - k as f64;
-        let a = x[k.min(last)] as f64;
-        let b = x[(k + 1).min(last)] as f64;
-        raw.extend_from_slice(&((a + (b - a) * f).round() as i16).to_le_bytes());
-    }
-    let mut child = Command::new("multimon-ng")
-        .args(["-q", "-a", "DTMF", "-t", "raw", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn multimon-ng");
-    {
-        let mut stdin = child.stdin.take().expect("multimon-ng stdin");
-        stdin.write_all(&raw).expect("write to multimon-ng");
-    }
-    let out = child.wait_with_output().expect("multimon-ng output");
-    assert!(out.status.success(), "multimon-ng failed: {:?}", out.status);
-    text(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("DTMF: "))
-        .map(str::trim)
-        .collect()
+    common::multimon_digits_at(x, rate).expect("multimon-ng ran")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -332,18 +332,7 @@ fn speech_and_music_lose_under_a_tenth_of_a_percent() {
         let xin = through(codec, &x);
         for la in LOOKAHEADS {
             let (_, log) = mask(&xin, codec, la);
-            let masked: u64 = log
-                .events
-                .iter()
-                .map(|e| match *e {
-                    tonewall::event::Event::ToneMasked {
-                        start_sample,
-                        end_sample,
-                        ..
-                    } => end_sample - start_sample,
-                    _ => 0,
-                })
-                .sum();
+            let masked = masked_samples(&log);
             let share = masked as f64 / xin.len() as f64 * 100.0;
             println!(
                 "over-masking {codec:?} lookahead {la:>2} ms: {:.1} ms of {:.1} s masked ({share:.3} %)",

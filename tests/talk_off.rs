@@ -74,18 +74,7 @@ fn no_false_digit_on_hours_of_real_speech_and_music() {
         );
         for la in [0, 20] {
             let (_, log) = mask(&x, Codec::Pcmu, la);
-            let masked: u64 = log
-                .events
-                .iter()
-                .map(|e| match *e {
-                    tonewall::event::Event::ToneMasked {
-                        start_sample,
-                        end_sample,
-                        ..
-                    } => end_sample - start_sample,
-                    _ => 0,
-                })
-                .sum();
+            let masked = masked_samples(&log);
             let share = masked as f64 / x.len() as f64 * 100.0;
             line += &format!("; masked at look-ahead {la} ms: {share:.3} %");
             // Regression guards at the measured levels (see README, "Over-masking"): hold

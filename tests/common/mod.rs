@@ -255,6 +255,11 @@ pub fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// Run multimon-ng's DTMF decoder over 8 kHz samples; `None` if it is not installed.
 pub fn multimon_digits(x: &[i16]) -> Option<String> {
+    multimon_digits_at(x, 8000)
+}
+
+/// Run multimon-ng's DTMF decoder over samples at `rate` Hz; `None` if it is not installed.
+pub fn multimon_digits_at(x: &[i16], rate: u32) -> Option<String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     if Command::new("multimon-ng").arg("-h").output().is_err() {
@@ -262,10 +267,13 @@ pub fn multimon_digits(x: &[i16]) -> Option<String> {
     }
     // multimon-ng reads raw 22050 Hz; upsample linearly (its filters tolerate this and it
     // keeps the test free of a sox dependency).
-    let n_out = x.len() * 22050 / 8000;
+    if x.is_empty() {
+        return Some(String::new());
+    }
+    let n_out = (x.len() as u64 * 22050 / rate as u64) as usize;
     let mut up = Vec::with_capacity(n_out * 2);
     for i in 0..n_out {
-        let t = i as f64 * 8000.0 / 22050.0;
+        let t = i as f64 * rate as f64 / 22050.0;
         let k = t.floor() as usize;
         let f = t - k as f64;
         let a = x[k.min(x.len() - 1)] as f64;
@@ -288,6 +296,21 @@ pub fn multimon_digits(x: &[i16]) -> Option<String> {
             .map(|d| d.trim().to_string())
             .collect(),
     )
+}
+
+/// Samples inside `tone_masked` spans.
+pub fn masked_samples(log: &EventLog) -> u64 {
+    log.events
+        .iter()
+        .map(|e| match *e {
+            tonewall::event::Event::ToneMasked {
+                start_sample,
+                end_sample,
+                ..
+            } => end_sample - start_sample,
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Over-masking from the pipeline's own `tone_masked` spans: for each span, how far it starts
