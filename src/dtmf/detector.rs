@@ -6,13 +6,16 @@
 //!   and the tone's estimated duration must reach `min_report_ms`. Only then is a digit
 //!   declared.
 //! * **weak** (masking): a 10 ms window whose energy sits mostly in one row and one column
-//!   frequency, at any plausible twist or frequency error, is masked from its estimated
-//!   onset. Every strict hit is masked too, so the masker always decides on weaker evidence
-//!   than the reporter.
+//!   frequency (followed in frequency, measured above the background noise, at any plausible
+//!   twist) passes a gate unless a second voice shows (another row/column or a second
+//!   harmonic). It is masked when it is very pure, when its 20 ms surroundings are pure too,
+//!   or when the same pair has held at a steady frequency for 30 ms (a key press with speech
+//!   underneath). Every strict hit is masked too, so the masker always decides on weaker
+//!   evidence than the reporter. With no look-ahead, a frame that ends in a possible onset is
+//!   masked speculatively and the next sub-block confirms or ends it.
 //!
-//! Tone edges are found to within a few samples from the per-sub-block amplitudes: a tone
-//! that fills a fraction `a` of a sub-block contributes `a` of a full sub-block's DFT
-//! magnitude, because the sub-blocks share one phase reference.
+//! Tone edges are placed from each sub-block's *fill*: its energy relative to a fully-on
+//! sub-block of the same tone, counted only where the pair's own amplitude shows the tone.
 //!
 //! Must never: allocate, lock, read a clock or log on the per-sample or per-sub-block path;
 //! the digit value leaves only inside [`Redacted`].
