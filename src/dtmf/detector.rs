@@ -54,6 +54,9 @@ fn wrap(x: f32) -> f32 {
     }
 }
 
+/// Sub-blocks the same steady pair must have held for a frame end to be masked on it alone.
+const SPEC_RUN: u32 = 2;
+
 /// Sub-blocks of history kept (40 ms).
 const HIST: usize = 8;
 /// Samples kept for the second-harmonic check (one 20 ms window).
@@ -872,15 +875,19 @@ impl Detector {
     /// With no look-ahead: the frame about to leave ends in something pure enough to be a
     /// tone's start. Mask its tone-like tail now; the next sub-block confirms it or ends it.
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
-        let (Weak::Onset(r, c, ratio2) | Weak::Gate(r, c, ratio2)) = self.last_weak else {
-            return;
+        let (r, c, ratio2) = match self.last_weak {
+            Weak::Onset(r, c, x) | Weak::Gate(r, c, x) => (r, c, x),
+            Weak::Voiced(r, c) => (r, c, 0.0),
+            _ => return,
         };
         let k = self.done - 1;
         // Either the last 10 ms is fairly pure already, or the last 5 ms on its own is nearly
-        // all pair: a tone that has just begun fills it, speech rarely does.
+        // all pair (a tone that has just begun fills it, speech rarely does), or the same
+        // steady pair has held for 10 ms already (a key press with speech underneath).
         let (_, p, mean) = self.window(k, 1);
         let (r1, c1) = Self::argmax(&p);
-        if ratio2 < self.th.spec_ratio_10ms && p[r1] + p[c1] < self.th.spec_ratio * mean {
+        let held = self.gate_run.0 == (r, c) && self.gate_run.1 >= SPEC_RUN;
+        if ratio2 < self.th.spec_ratio_10ms && p[r1] + p[c1] < self.th.spec_ratio * mean && !held {
             return;
         }
         let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
