@@ -232,7 +232,7 @@ fn no_digit_is_recoverable_from_masked_battery_output() {
                 ));
             }
             println!(
-                "leak {codec:?} lookahead {la:>2} ms: {} tones; residual per tone median {:.2} ms, max {:.2} ms; worst residual tone energy {:.1} dB; masked span max {:.1} ms before and {:.1} ms after the tone; {} spans with no tone",
+                "leak {codec:?} lookahead {la:>2} ms: {} tones; residual per tone median {:.2} ms, max {:.2} ms, {over5} over 5 ms; worst residual tone energy {:.1} dB; masked span max {:.1} ms before and {:.1} ms after the tone; {} spans with no tone",
                 leaks.len(),
                 pct(&leaks, 0.5),
                 worst_leak,
