@@ -12,6 +12,42 @@
 //! * [`pipeline`]: one channel end to end (decode, resample, detect, mask, events).
 //! * [`wav`]: reading and writing WAV files for the CLI and fixtures.
 //! * [`signal`]: standard test signals (for tests, benches and fixtures only).
+//!
+//! # Example
+//!
+//! Mask a key press in a mu-law stream, 20 ms at a time, and collect what comes out:
+//!
+//! ```
+//! use tonewall::codec::linear_to_ulaw;
+//! use tonewall::dtmf::Digit;
+//! use tonewall::event::{Event, EventLog};
+//! use tonewall::pipeline::{ChannelPipeline, PipelineConfig};
+//! use tonewall::signal::{add_dtmf, to_i16, Rng, ToneSpec};
+//! use tonewall::time::ChannelId;
+//!
+//! // One second of silence with a 60 ms '7' at 0.5 s, as PCMU.
+//! let mut x = vec![0.0; 8000];
+//! let seven = Digit::from_char('7').unwrap();
+//! add_dtmf(&mut x, 8000, 4000, 480, seven, ToneSpec::level(-6.0), &mut Rng::new(1));
+//! let pcmu: Vec<u8> = to_i16(&x).into_iter().map(linear_to_ulaw).collect();
+//!
+//! let mut ch = ChannelPipeline::<u8>::new(PipelineConfig::default(), ChannelId(0)).unwrap();
+//! let mut sinks = EventLog::default();
+//! let mut out = vec![0u8; pcmu.len()];
+//! for (i, o) in pcmu.chunks(160).zip(out.chunks_mut(160)) {
+//!     ch.process(i, o, &mut sinks);
+//! }
+//! let mut tail = vec![0u8; ch.delay()];
+//! ch.finish(&mut tail, &mut sinks);
+//!
+//! // The output is the input delayed by `delay()`; the tone became mu-law silence (0xFF).
+//! out.extend(tail);
+//! let y = &out[ch.delay()..];
+//! assert!(y[4000..4480].iter().all(|&b| b == 0xFF));
+//! // Events say where, never what; the value went to the secure sink only.
+//! assert!(sinks.events.iter().any(|e| matches!(e, Event::ToneMasked { .. })));
+//! assert_eq!(sinks.secure[0].digit.expose().to_char(), '7');
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -7,6 +7,13 @@
 use core::fmt;
 
 /// A value that must not reach logs, events, metrics or error messages.
+///
+/// ```
+/// use tonewall::Redacted;
+/// let pan = Redacted::new("4111111111111111");
+/// assert_eq!(format!("{pan} {pan:?}"), "[redacted] [redacted]");
+/// assert_eq!(*pan.expose(), "4111111111111111");
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Redacted<T>(T);
 
