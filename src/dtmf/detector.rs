@@ -409,8 +409,16 @@ impl Detector {
                 // tones stays put, where a voice's harmonics drift with its pitch.
                 let turn = (self.turn(k, r), self.turn(k, c));
                 self.gate_turn = turn;
+                // ... and sits where a keypad puts it: within the reporting tolerance, so a
+                // vowel holding two harmonics a few percent off a pair does not build a run.
+                let on_key = |t: f32, tone: usize| {
+                    t.abs() * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32)
+                        <= self.th.dev * BANK_HZ[tone]
+                };
                 let steady = wrap(turn.0 - prev_turn.0).abs() < TURN_STEADY
-                    && wrap(turn.1 - prev_turn.1).abs() < TURN_STEADY;
+                    && wrap(turn.1 - prev_turn.1).abs() < TURN_STEADY
+                    && on_key(turn.0, r)
+                    && on_key(turn.1, c);
                 if self.gate_run.0 == (r, c) && steady {
                     ((r, c), self.gate_run.1.saturating_add(1))
                 } else {
