@@ -94,7 +94,8 @@ pub struct MaskConfig {
     /// with speech underneath fails those on the speech, not on the tone).
     pub pure_energy_ratio: f32,
     /// Consecutive 5 ms sub-blocks with the same pair holding at least `min_energy_ratio`
-    /// of the window (voice checks or not) that confirm a tone: a key press under speech.
+    /// of the window (voice checks or not), at a steady frequency within the detector's
+    /// `max_freq_dev`, that confirm a tone: a key press under speech.
     pub confirm_gate_run: u32,
     /// Share of the last 5 ms the pair must hold for the speculative onset check at the end
     /// of a frame (only with no look-ahead).
