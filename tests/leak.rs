@@ -24,13 +24,13 @@ fn beyond_acceptance(name: &str) -> bool {
 /// last 5 to 8 ms of a frame may occasionally go unconfirmed until the next frame (see
 /// README, "Look-ahead"), and never yields a decodable digit.
 fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
-    // Under speech the masker confirms a tone later (the voice fills other bins), and what
-    // it confirms late at the start is lost to the look-ahead: measured worst cases 6.25 ms
-    // at 20 ms, 14.4 ms at 10 ms and 12.1 ms at 0 ms (README, "Known gaps").
+    // Under speech the masker confirms a tone later (the voice fills other bins); with 20 ms
+    // of look-ahead it still reaches back to the onset, with less some of the start is lost:
+    // measured worst cases 9.25 ms at 10 ms and 12.1 ms at 0 ms (README, "Known gaps").
     if family.contains("speech") {
         return match lookahead_ms {
-            20.. => 8.0,
-            _ => 16.0,
+            20.. => 0.0,
+            _ => 13.0,
         };
     }
     match lookahead_ms {

@@ -116,7 +116,7 @@ impl Default for MaskConfig {
             max_non_adjacent_db: -8.0,
             max_second_harmonic_db: -12.0,
             pure_energy_ratio: 0.85,
-            confirm_gate_run: 6,
+            confirm_gate_run: 4,
             speculative_energy_ratio: 0.8,
             speculative_energy_ratio_10ms: 0.65,
         }

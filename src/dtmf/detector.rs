@@ -866,8 +866,12 @@ impl Detector {
     fn mask_onset(&self, k: u64, r: usize, c: usize, ref_amp: f32, ref_e: f32) -> u64 {
         // Normally the tone began within the last 15 ms; a tone confirmed by a long same-pair
         // run began where the run did.
+        // A strict hit (a whole 20 ms window of tone) may have taken as long to show, so
+        // look back as far as the digit's own onset estimate does.
         let back = if self.gate_run.0 == (r, c) {
             (self.gate_run.1 as u64 + 1).max(3)
+        } else if self.tone.is_some_and(|t| (t.r, t.c) == (r, c)) {
+            HIST as u64 - 2
         } else {
             3
         };
