@@ -9,7 +9,7 @@
 //!   frequency (followed in frequency, measured above the background noise, at any plausible
 //!   twist) passes a gate unless a second voice shows (another row/column or a second
 //!   harmonic). It is masked when it is very pure, when its 20 ms surroundings are pure too,
-//!   or when the same pair has held for 30 ms at a steady frequency within the reporting
+//!   or when the same pair has held for 20 ms at a steady frequency within the reporting
 //!   tolerance (a key press with speech underneath). Every strict hit is masked too, so the masker always decides on weaker
 //!   evidence than the reporter. With no look-ahead, a frame that ends in a possible onset is
 //!   masked speculatively and the next sub-block confirms or ends it.
