@@ -131,10 +131,6 @@ impl Capture {
         self.open.is_some()
     }
 
-    fn ms(&self, samples: u64) -> u64 {
-        samples * 1000 / self.rate.max(1) as u64
-    }
-
     fn samples(&self, ms: u32) -> u64 {
         ms as u64 * self.rate as u64 / 1000
     }
@@ -362,7 +358,6 @@ impl Capture {
             let reason = w.closing.unwrap_or(CloseReason::StreamEnded);
             self.close_window(now, reason, out);
         }
-        let _ = self.ms(0);
     }
 }
 
