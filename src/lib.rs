@@ -59,6 +59,8 @@ pub mod event;
 pub mod mask;
 pub mod pipeline;
 pub mod redact;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod signal;
 pub mod time;
 pub mod wav;
