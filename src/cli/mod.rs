@@ -5,6 +5,9 @@
 //! Must never: print a digit value outside `detect` (a diagnostic over the user's own file)
 //! and the explicitly requested `--secure-digits` file; panic on bad input.
 
+#[cfg(feature = "serve")]
+mod serve;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +62,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the live gateway: control API, RTP relay, sinks (see `tonewall.example.toml`).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
 }
 
 /// A user-facing failure: one line on stderr, exit code 2.
@@ -73,6 +79,8 @@ fn fail(path: &Path, what: impl std::fmt::Display) -> CliError {
 /// Run the CLI.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::serve(args),
         Command::Detect { input, config } => detect(&input, config.as_deref()),
         Command::Mask {
             input,

@@ -1,0 +1,599 @@
+//! One call: its four UDP sockets (RTP and RTCP facing the caller and facing downstream), the
+//! sans-IO [`CallerLeg`] that masks the caller's audio, its sinks, and the control messages
+//! the API sends it. Each call is one tokio task, so calls never share a lock on the media
+//! path.
+//!
+//! Owns: symmetric-RTP latching, relaying in both directions, driving the leg's timers, the
+//! media timeout, and turning core outputs into packets, sink frames and event envelopes.
+//! Must never: send a caller packet downstream without passing it through the leg (the leg
+//! is the only producer of downstream RTP), forward a telephone-event, or log a digit value.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::events::{CallEvent, EndReason, EventBody, EventEnvelope};
+use super::metrics::Metrics;
+use super::sinks::{AudioFrame, CallSinks, SecureDelivery, Side, SinkSettings, MAX_FRAME};
+use crate::codec::Codec;
+use crate::dtmf::Digit;
+use crate::event::{Event, Outputs, SecureDigit};
+use crate::rtp::{CallerLeg, LegConfig, LegOutputs, LegStats, StreamEvent};
+use crate::time::{ChannelId, MediaTime};
+
+/// Largest UDP datagram we read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// What the API asks of a new call, validated.
+#[derive(Debug)]
+pub struct CallSpec {
+    /// Call id.
+    pub id: Arc<str>,
+    /// Media settings of the caller leg.
+    pub leg: LegConfig,
+    /// Where masked RTP goes (RTCP to the next port).
+    pub downstream: SocketAddr,
+    /// Fixed caller address; `None` latches onto the first packet's source.
+    pub caller: Option<SocketAddr>,
+    /// End the call after this long without caller media.
+    pub media_timeout: Duration,
+    /// Sinks of this call.
+    pub sinks: SinkSettings,
+}
+
+/// The four sockets of a call.
+pub struct CallSockets {
+    /// RTP from/to the caller.
+    pub caller_rtp: UdpSocket,
+    /// RTCP from/to the caller.
+    pub caller_rtcp: UdpSocket,
+    /// RTP to/from downstream.
+    pub down_rtp: UdpSocket,
+    /// RTCP to/from downstream.
+    pub down_rtcp: UdpSocket,
+}
+
+/// A control message from the API to a call task.
+pub enum Control {
+    /// Open a capture window now.
+    OpenCapture {
+        /// Close after this many digits (`None`: the configured default).
+        max_digits: Option<u32>,
+        /// Terminator key (`None`: configured default; `Some(None)`: no terminator).
+        terminator: Option<Option<Digit>>,
+        /// Whether a window is open afterwards.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Close the capture window now.
+    CloseCapture {
+        /// Whether a window is open afterwards.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Send masked RTP somewhere else from now on (re-INVITE).
+    SetDownstream(SocketAddr),
+    /// Report the call's state.
+    Status(oneshot::Sender<CallStatus>),
+    /// End the call; the reply comes after the sinks were flushed.
+    End(oneshot::Sender<CallStatus>),
+}
+
+/// What `GET /v1/calls/{id}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallStatus {
+    /// Call id.
+    pub call_id: Arc<str>,
+    /// Seconds since the call was created.
+    pub age_s: f64,
+    /// Caller address latched (or configured).
+    pub caller: Option<SocketAddr>,
+    /// Where masked RTP goes.
+    pub downstream: SocketAddr,
+    /// Is a capture window open?
+    pub capture_open: bool,
+    /// Look-ahead delay of the masker, ms.
+    pub delay_ms: f64,
+    /// Counters of the caller leg.
+    pub stats: LegStatsView,
+    /// Packets relayed from downstream back to the caller.
+    pub return_packets: u64,
+    /// Set when the call has ended.
+    pub ended: Option<EndReason>,
+}
+
+/// Serialisable copy of [`LegStats`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LegStatsView {
+    packets_in: u64,
+    packets_out: u64,
+    audio_frames: u64,
+    telephone_event_packets: u64,
+    digits_from_events: u64,
+    lost: u64,
+    late: u64,
+    duplicate: u64,
+    malformed: u64,
+    unknown_pt: u64,
+    filled_frames: u64,
+    ssrc_changes: u64,
+    resyncs: u64,
+}
+
+impl From<LegStats> for LegStatsView {
+    fn from(s: LegStats) -> Self {
+        Self {
+            packets_in: s.packets_in,
+            packets_out: s.packets_out,
+            audio_frames: s.audio_frames,
+            telephone_event_packets: s.telephone_event_packets,
+            digits_from_events: s.digits_from_events,
+            lost: s.lost,
+            late: s.late,
+            duplicate: s.duplicate,
+            malformed: s.malformed,
+            unknown_pt: s.unknown_pt,
+            filled_frames: s.filled_frames,
+            ssrc_changes: s.ssrc_changes,
+            resyncs: s.resyncs,
+        }
+    }
+}
+
+/// Stamps events of one call with its id and a gap-free sequence number, and hands them to
+/// the event stream and the sinks.
+pub struct EventEmitter {
+    id: Arc<str>,
+    seq: u64,
+    tx: broadcast::Sender<EventEnvelope>,
+}
+
+impl EventEmitter {
+    /// An emitter for call `id` publishing on `tx`.
+    pub fn new(id: Arc<str>, tx: broadcast::Sender<EventEnvelope>) -> Self {
+        Self { id, seq: 0, tx }
+    }
+
+    /// Publish a call-level event.
+    pub fn emit_call(&mut self, ev: CallEvent, sinks: &CallSinks) {
+        self.emit(EventBody::Call(ev), sinks);
+    }
+
+    fn emit(&mut self, body: EventBody, sinks: &CallSinks) {
+        let env = EventEnvelope {
+            call_id: self.id.clone(),
+            seq: self.seq,
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            body,
+        };
+        self.seq += 1;
+        sinks.event(&env);
+        // No subscriber is fine: the stream is for whoever listens.
+        let _ = self.tx.send(env);
+    }
+}
+
+/// Everything the leg's outputs go to while one packet is processed.
+struct LegOut<'a> {
+    down: &'a UdpSocket,
+    down_addr: SocketAddr,
+    sinks: &'a CallSinks,
+    emitter: &'a mut EventEmitter,
+    metrics: &'a Metrics,
+    rate: u32,
+    ssrc_changed: bool,
+}
+
+impl Outputs for LegOut<'_> {
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::ToneMasked { .. } => {
+                self.metrics.tones_masked.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::Digit { .. } => {
+                self.metrics.digits.fetch_add(1, Ordering::Relaxed);
+            }
+            Event::CaptureOpened { .. } => {
+                self.metrics.capture_windows.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.emitter.emit(EventBody::Core(event), self.sinks);
+    }
+
+    fn secure_digit(&mut self, d: SecureDigit) {
+        self.sinks.secure_digit(SecureDelivery {
+            call_id: self.emitter.id.clone(),
+            channel: d.channel.0,
+            window: d.window,
+            index: d.index,
+            digit: d.digit,
+            at_ms: d.at.as_ms(),
+        });
+    }
+}
+
+impl LegOutputs for LegOut<'_> {
+    fn packet(&mut self, rtp: &[u8]) {
+        // try_send_to never awaits: a full socket buffer drops the packet (counted) rather
+        // than stalling every other packet of the call.
+        if self.down.try_send_to(rtp, self.down_addr).is_err() {
+            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn audio(&mut self, at: MediaTime, samples: &[i16]) {
+        send_audio(self.sinks, Side::Caller, self.rate, at.sample, samples);
+    }
+
+    fn stream(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::FirstPacket => self
+                .emitter
+                .emit(EventBody::Call(CallEvent::MediaStarted), self.sinks),
+            StreamEvent::SsrcChanged => self.ssrc_changed = true,
+            StreamEvent::Resync => {}
+        }
+    }
+}
+
+fn send_audio(sinks: &CallSinks, side: Side, rate: u32, at: u64, samples: &[i16]) {
+    for (i, chunk) in samples.chunks(MAX_FRAME).enumerate() {
+        let mut f = AudioFrame {
+            side,
+            rate,
+            at_sample: at + (i * MAX_FRAME) as u64,
+            len: chunk.len() as u16,
+            samples: [0; MAX_FRAME],
+        };
+        f.samples[..chunk.len()].copy_from_slice(chunk);
+        sinks.audio(&f);
+    }
+}
+
+/// The outputs of `$call`'s leg, borrowing the call's fields apart from the leg itself.
+macro_rules! leg_out {
+    ($call:ident) => {
+        LegOut {
+            down: &$call.socks.down_rtp,
+            down_addr: $call.spec.downstream,
+            sinks: &$call.sinks,
+            emitter: &mut $call.emitter,
+            metrics: &$call.metrics,
+            rate: $call.spec.leg.rate,
+            ssrc_changed: false,
+        }
+    };
+}
+
+/// The running call.
+pub struct Call {
+    spec: CallSpec,
+    socks: CallSockets,
+    leg: CallerLeg,
+    sinks: CallSinks,
+    emitter: EventEmitter,
+    metrics: Arc<Metrics>,
+    ctrl: mpsc::Receiver<Control>,
+    created: Instant,
+    caller_addr: Option<SocketAddr>,
+    caller_rtcp_addr: Option<SocketAddr>,
+    last_caller: Instant,
+    return_packets: u64,
+    down_pos: u64,
+    stats_seen: LegStats,
+}
+
+impl Call {
+    /// Assemble a call; [`run`](Self::run) drives it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: CallSpec,
+        socks: CallSockets,
+        leg: CallerLeg,
+        sinks: CallSinks,
+        emitter: EventEmitter,
+        metrics: Arc<Metrics>,
+        ctrl: mpsc::Receiver<Control>,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            caller_addr: spec.caller,
+            caller_rtcp_addr: spec.caller.map(next_port),
+            spec,
+            socks,
+            leg,
+            sinks,
+            emitter,
+            metrics,
+            ctrl,
+            created: now,
+            last_caller: now,
+            return_packets: 0,
+            down_pos: 0,
+            stats_seen: LegStats::default(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.created.elapsed().as_micros() as u64
+    }
+
+    fn status(&self, ended: Option<EndReason>) -> CallStatus {
+        CallStatus {
+            call_id: self.spec.id.clone(),
+            age_s: self.created.elapsed().as_secs_f64(),
+            caller: self.caller_addr,
+            downstream: self.spec.downstream,
+            capture_open: self.leg.capture_open(),
+            delay_ms: self.leg.delay() as f64 * 1000.0 / self.spec.leg.rate as f64,
+            stats: self.leg.stats().into(),
+            return_packets: self.return_packets,
+            ended,
+        }
+    }
+
+    fn account(&mut self) {
+        let now = self.leg.stats();
+        self.metrics.add_leg_delta(&self.stats_seen, &now);
+        self.stats_seen = now;
+    }
+
+    fn on_caller_rtp(&mut self, buf: &[u8], from: SocketAddr) {
+        match self.caller_addr {
+            // Symmetric RTP: the first source is the caller; packets from anywhere else are
+            // not the call's media and are ignored.
+            None => {
+                self.caller_addr = Some(from);
+                self.caller_rtcp_addr.get_or_insert(next_port(from));
+            }
+            Some(a) if a != from => return,
+            Some(_) => {}
+        }
+        self.last_caller = Instant::now();
+        let now = self.now_us();
+        let t0 = Instant::now();
+        let mut out = leg_out!(self);
+        self.leg.handle_packet(buf, now, &mut out);
+        let changed = out.ssrc_changed;
+        self.metrics
+            .process_time
+            .observe_ns(t0.elapsed().as_nanos() as u64);
+        if changed {
+            self.emitter
+                .emit(EventBody::Call(CallEvent::SsrcChanged), &self.sinks);
+        }
+        self.account();
+    }
+
+    fn on_down_rtp(&mut self, buf: &[u8]) {
+        let Some(caller) = self.caller_addr else {
+            return;
+        };
+        if self.socks.caller_rtp.try_send_to(buf, caller).is_err() {
+            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.return_packets += 1;
+        self.metrics.return_packets.fetch_add(1, Ordering::Relaxed);
+        // The recorder's second channel: what the caller hears.
+        let mut lin = [0i16; MAX_FRAME];
+        if let Some(n) = decode_payload(buf, &self.spec.leg, &mut lin) {
+            send_audio(
+                &self.sinks,
+                Side::Downstream,
+                self.spec.leg.rate,
+                self.down_pos,
+                &lin[..n],
+            );
+            self.down_pos += n as u64;
+        }
+    }
+}
+
+
+impl Call {
+    fn on_caller_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
+        if self.caller_addr.is_some_and(|a| a.ip() != from.ip()) {
+            return;
+        }
+        self.caller_rtcp_addr = Some(from);
+        let to = next_port(self.spec.downstream);
+        if self.socks.down_rtcp.try_send_to(buf, to).is_err() {
+            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn on_down_rtcp(&mut self, buf: &[u8]) {
+        if let Some(to) = self.caller_rtcp_addr {
+            if self.socks.caller_rtcp.try_send_to(buf, to).is_err() {
+                self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = self.now_us();
+        let mut out = leg_out!(self);
+        self.leg.handle_timeout(now, &mut out);
+        self.account();
+    }
+
+    /// Apply a control message; returns the reply channel when the message ends the call.
+    fn on_control(&mut self, c: Control) -> Option<oneshot::Sender<CallStatus>> {
+        match c {
+            Control::OpenCapture {
+                max_digits,
+                terminator,
+                reply,
+            } => {
+                let mut out = leg_out!(self);
+                self.leg.open_capture(max_digits, terminator, &mut out);
+                let _ = reply.send(self.leg.capture_open());
+            }
+            Control::CloseCapture { reply } => {
+                let mut out = leg_out!(self);
+                self.leg.close_capture(&mut out);
+                let _ = reply.send(self.leg.capture_open());
+            }
+            Control::SetDownstream(a) => self.spec.downstream = a,
+            Control::Status(reply) => {
+                let _ = reply.send(self.status(None));
+            }
+            Control::End(reply) => return Some(reply),
+        }
+        None
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let timeout = self.last_caller + self.spec.media_timeout;
+        match self.leg.poll_timeout() {
+            Some(us) => timeout.min(self.created + Duration::from_micros(us)),
+            None => timeout,
+        }
+    }
+
+    /// Drive the call until it is ended by the API, by the media timeout or by `shutdown`.
+    /// Returns the final status after the sinks were flushed.
+    pub async fn run(mut self, mut shutdown: broadcast::Receiver<()>) -> CallStatus {
+        let mut a = vec![0u8; MAX_DATAGRAM];
+        let mut b = vec![0u8; MAX_DATAGRAM];
+        let mut c = vec![0u8; MAX_DATAGRAM];
+        let mut d = vec![0u8; MAX_DATAGRAM];
+        let (reason, reply) = loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                r = self.socks.caller_rtp.recv_from(&mut a) => {
+                    if let Ok((n, from)) = r { self.on_caller_rtp(&a[..n], from); }
+                }
+                r = self.socks.down_rtp.recv_from(&mut b) => {
+                    if let Ok((n, _)) = r { self.on_down_rtp(&b[..n]); }
+                }
+                r = self.socks.caller_rtcp.recv_from(&mut c) => {
+                    if let Ok((n, from)) = r { self.on_caller_rtcp(&c[..n], from); }
+                }
+                r = self.socks.down_rtcp.recv_from(&mut d) => {
+                    if let Ok((n, _)) = r { self.on_down_rtcp(&d[..n]); }
+                }
+                m = self.ctrl.recv() => match m {
+                    Some(m) => if let Some(reply) = self.on_control(m) { break (EndReason::Api, Some(reply)); },
+                    // Every handle is gone: nobody can end the call any more, so end it now.
+                    None => break (EndReason::Shutdown, None),
+                },
+                _ = shutdown.recv() => break (EndReason::Shutdown, None),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if Instant::now() >= self.last_caller + self.spec.media_timeout {
+                        break (EndReason::MediaTimeout, None);
+                    }
+                    self.on_timer();
+                }
+            }
+        };
+        self.end(reason, reply).await
+    }
+
+    async fn end(
+        mut self,
+        reason: EndReason,
+        reply: Option<oneshot::Sender<CallStatus>>,
+    ) -> CallStatus {
+        {
+            let mut out = leg_out!(self);
+            self.leg.finish(&mut out);
+        }
+        self.account();
+        let st = self.leg.stats();
+        self.emitter.emit(
+            EventBody::Call(CallEvent::CallEnded {
+                reason,
+                caller_packets: st.packets_in,
+                downstream_packets: st.packets_out,
+                lost: st.lost,
+            }),
+            &self.sinks,
+        );
+        self.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
+        if reason == EndReason::MediaTimeout {
+            self.metrics.calls_timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        let status = self.status(Some(reason));
+        self.sinks.close().await;
+        if let Some(r) = reply {
+            let _ = r.send(status.clone());
+        }
+        status
+    }
+}
+
+/// The RTCP address paired with an RTP address (RFC 3550: the next port).
+fn next_port(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip(), a.port().wrapping_add(1))
+}
+
+/// Decode the audio payload of a downstream packet into `out`; `None` for anything that is
+/// not the call's audio codec (telephone-events, comfort noise, junk).
+fn decode_payload(buf: &[u8], leg: &LegConfig, out: &mut [i16]) -> Option<usize> {
+    let p = rtp_types::RtpPacket::parse(buf).ok()?;
+    if p.payload_type() != leg.audio_pt {
+        return None;
+    }
+    let pl = p.payload();
+    match leg.codec {
+        Codec::Pcmu | Codec::Pcma => {
+            let n = pl.len().min(out.len());
+            for (o, &b) in out[..n].iter_mut().zip(pl) {
+                *o = leg.codec.decode_byte(b);
+            }
+            Some(n)
+        }
+        Codec::Pcm16 => {
+            let n = (pl.len() / 2).min(out.len());
+            for (o, s) in out[..n].iter_mut().zip(pl.chunks_exact(2)) {
+                *o = i16::from_be_bytes([s[0], s[1]]);
+            }
+            Some(n)
+        }
+    }
+}
+
+/// Bind a pair of UDP sockets on consecutive ports (even RTP, odd RTCP) within the range,
+/// starting the search at `*cursor`.
+pub fn bind_pair(
+    ip: std::net::IpAddr,
+    lo: u16,
+    hi: u16,
+    cursor: &mut u16,
+) -> std::io::Result<(UdpSocket, UdpSocket)> {
+    let lo = lo + (lo & 1);
+    let span = ((hi - lo) / 2).max(1);
+    for _ in 0..span {
+        if *cursor < lo || *cursor >= hi {
+            *cursor = lo;
+        }
+        let p = *cursor & !1;
+        *cursor = p.saturating_add(2);
+        let Ok(rtp) = std::net::UdpSocket::bind((ip, p)) else {
+            continue;
+        };
+        let Ok(rtcp) = std::net::UdpSocket::bind((ip, p + 1)) else {
+            continue;
+        };
+        rtp.set_nonblocking(true)?;
+        rtcp.set_nonblocking(true)?;
+        return Ok((UdpSocket::from_std(rtp)?, UdpSocket::from_std(rtcp)?));
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free RTP port pair in the configured range",
+    ))
+}
+
+/// Channel id of the caller leg (one masked channel per call).
+pub const CALLER_CHANNEL: ChannelId = ChannelId(0);

@@ -1,0 +1,350 @@
+//! The live relay end to end through the real `tonewall serve` binary on 127.0.0.1: a
+//! generated PCMU call with key presses, then one test per media fault (loss, reordering,
+//! duplicates, sequence wrap, timestamp jumps, SSRC change, marker bits, malformed and
+//! unknown packets, RFC 4733 events, a caller who stops sending). Each checks that
+//! downstream got a continuous RTP stream of the call's codec only, that neither multimon-ng
+//! nor our own detector at its most sensitive finds a digit in it, and that the gateway
+//! still runs.
+
+mod common;
+mod gateway;
+
+use std::time::Duration;
+
+use gateway::{build, parse, send_all, te_payload, Gateway, Receiver, Rtp};
+use tonewall::codec::{linear_to_ulaw, ulaw_to_linear};
+use tonewall::dtmf::{DetectorConfig, Digit};
+use tonewall::signal::{add_dtmf, add_white_noise, power_for_dbm0, to_i16, Rng, ToneSpec};
+
+const SSRC: u32 = 0x1234_5678;
+
+/// `digits` as 70 ms tones 100 ms apart after 300 ms of quiet line noise, then 300 ms more,
+/// as 8 kHz PCMU packets of 20 ms (seq from `seq0`, ts from `ts0`).
+fn pcmu_call(digits: &str, seq0: u16, ts0: u32) -> (Vec<Vec<u8>>, Vec<i16>) {
+    let per = 1360; // 170 ms per digit
+    let n = 2400 + per * digits.len() + 2400;
+    let n = n.div_ceil(160) * 160;
+    let mut x = vec![0.0; n];
+    let mut rng = Rng::new(7);
+    add_white_noise(&mut x, power_for_dbm0(-55.0), &mut rng);
+    for (i, c) in digits.chars().enumerate() {
+        let d = Digit::from_char(c).unwrap();
+        add_dtmf(&mut x, 8000, 2400 + i * per, 560, d, ToneSpec::level(-8.0), &mut rng);
+    }
+    let lin = to_i16(&x);
+    let packets = lin
+        .chunks(160)
+        .enumerate()
+        .map(|(i, c)| {
+            let pl: Vec<u8> = c.iter().map(|&s| linear_to_ulaw(s)).collect();
+            build(
+                0,
+                seq0.wrapping_add(i as u16),
+                ts0.wrapping_add(i as u32 * 160),
+                SSRC,
+                i == 0,
+                &pl,
+            )
+        })
+        .collect();
+    (packets, lin)
+}
+
+struct Outcome {
+    got: Vec<Rtp>,
+    events: Vec<serde_json::Value>,
+    log: String,
+}
+
+/// Create a call, send `packets` (2 ms apart), end the call, and return what came out.
+fn run_call(name: &str, create_extra: &str, packets: &[Vec<u8>]) -> Outcome {
+    let gw = Gateway::start(name, "[sinks]\n");
+    let rx = Receiver::start(Duration::from_millis(700), Duration::from_secs(30));
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            "{{\"downstream\":\"{}\"{create_extra}}}",
+            rx.addr
+        )),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+    let ev = gateway::follow_events(
+        gw.api,
+        &format!("/v1/calls/{id}/events"),
+        None,
+        Duration::from_secs(30),
+    );
+    let _sock = send_all(packets, caller, Duration::from_millis(2));
+    std::thread::sleep(Duration::from_millis(200));
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+    let got: Vec<Rtp> = rx.join().iter().map(|p| parse(p)).collect();
+    let events = ev.join().unwrap();
+    Outcome {
+        got,
+        events,
+        log: gw.log(),
+    }
+}
+
+/// Downstream is one continuous PCMU stream: PT 0 only, one SSRC, sequence numbers without a
+/// gap and timestamps advancing by each packet's length (except where `resync_ok`).
+fn assert_continuous(got: &[Rtp], resync_ok: bool) {
+    assert!(!got.is_empty(), "nothing arrived downstream");
+    let ssrc = got[0].ssrc;
+    for w in got.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
+        assert_eq!(b.pt, 0, "a non-audio packet went downstream");
+        assert_eq!(b.ssrc, ssrc, "downstream SSRC changed");
+        assert_eq!(b.seq, a.seq.wrapping_add(1), "hole in downstream sequence numbers");
+        if !(resync_ok && b.marker) {
+            assert_eq!(
+                b.ts,
+                a.ts.wrapping_add(a.payload.len() as u32),
+                "downstream timestamps not continuous at seq {}",
+                b.seq
+            );
+        }
+    }
+}
+
+fn decoded(got: &[Rtp]) -> Vec<i16> {
+    got.iter()
+        .flat_map(|p| p.payload.iter().map(|&b| ulaw_to_linear(b)))
+        .collect()
+}
+
+/// Neither multimon-ng nor our detector at its most sensitive finds a digit.
+fn assert_no_digit(x: &[i16], what: &str) {
+    let ours = common::detect(x, &DetectorConfig::most_sensitive());
+    assert!(
+        ours.is_empty(),
+        "{what}: our detector found {} digit(s) downstream",
+        ours.len()
+    );
+    if let Some(m) = common::multimon_digits(x) {
+        assert!(m.is_empty(), "{what}: multimon-ng decoded {} digit(s)", m.len());
+    }
+}
+
+fn count(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["event"] == kind).count()
+}
+
+fn check(o: &Outcome, digits: usize, resync_ok: bool, what: &str) {
+    assert_continuous(&o.got, resync_ok);
+    assert_no_digit(&decoded(&o.got), what);
+    assert_eq!(
+        count(&o.events, "digit"),
+        digits,
+        "{what}: digit events {:?}",
+        o.events
+    );
+    assert_eq!(count(&o.events, "call_ended"), 1, "{what}: no call_ended");
+    assert!(!o.log.contains("panicked"), "{what}: {}", o.log);
+}
+
+#[test]
+fn clean_call_is_masked_and_captured() {
+    let (p, input) = pcmu_call("4111", 1000, 5000);
+    // The unmasked input does hold the digits (the check below can fail).
+    assert_eq!(common::digits_string(&common::detect(&input, &DetectorConfig::default())), "4111");
+    let o = run_call("clean", "", &p);
+    check(&o, 4, false, "clean");
+    assert_eq!(o.got.len(), p.len(), "one packet out per packet in");
+    assert!(count(&o.events, "tone_masked") >= 4);
+    assert_eq!(count(&o.events, "capture_opened"), 1);
+    assert_eq!(count(&o.events, "recording_pause"), 1);
+    // Events carry no value: no "digit" field holding a key anywhere.
+    for e in &o.events {
+        assert!(e.get("digit").is_none() && e.get("value").is_none(), "{e}");
+    }
+}
+
+#[test]
+fn packet_loss_during_a_tone_is_concealed_with_silence() {
+    let (mut p, _) = pcmu_call("5", 0, 0);
+    // Drop two packets in the middle of the tone (tone: samples 2400..2960 = packets 15..18).
+    p.remove(16);
+    p.remove(16);
+    let o = run_call("loss", "", &p);
+    check(&o, 1, false, "loss");
+    assert_eq!(o.got.len(), p.len() + 2, "lost packets were filled");
+}
+
+#[test]
+fn reordered_packets_are_put_back_in_order() {
+    let (mut p, _) = pcmu_call("7", 0, 0);
+    p.swap(16, 17);
+    p.swap(20, 22);
+    let o = run_call("reorder", "", &p);
+    check(&o, 1, false, "reorder");
+    assert_eq!(o.got.len(), p.len());
+}
+
+#[test]
+fn duplicates_are_dropped() {
+    let (mut p, _) = pcmu_call("8", 0, 0);
+    let d = p[17].clone();
+    p.insert(18, d.clone());
+    p.insert(25, d);
+    let o = run_call("dup", "", &p);
+    check(&o, 1, false, "dup");
+    assert_eq!(o.got.len(), p.len() - 2);
+}
+
+#[test]
+fn sequence_wrap_mid_tone() {
+    // Packet 16 (inside the tone) has sequence number 0.
+    let (p, _) = pcmu_call("9", 65520, 4_294_967_000);
+    let o = run_call("wrap", "", &p);
+    check(&o, 1, false, "wrap");
+    assert_eq!(o.got.len(), p.len());
+}
+
+#[test]
+fn timestamp_jumps_forward_and_backward() {
+    let (mut p, _) = pcmu_call("12", 0, 0);
+    // After the first digit, the sender's clock jumps 10 s ahead (DTX or a restart), and
+    // later 5 s back.
+    for (i, pkt) in p.iter_mut().enumerate() {
+        let mut r = parse(pkt);
+        if i >= 30 {
+            r.ts = r.ts.wrapping_add(80_000);
+        }
+        if i >= 45 {
+            r.ts = r.ts.wrapping_sub(40_000);
+        }
+        *pkt = build(0, r.seq, r.ts, r.ssrc, r.marker, &r.payload);
+    }
+    let o = run_call("tsjump", "", &p);
+    check(&o, 2, true, "tsjump");
+}
+
+#[test]
+fn ssrc_change_mid_call() {
+    let (p1, _) = pcmu_call("3", 100, 1000);
+    let (p2, _) = pcmu_call("6", 9000, 777_777);
+    let p2: Vec<Vec<u8>> = p2
+        .iter()
+        .map(|pkt| {
+            let r = parse(pkt);
+            build(0, r.seq, r.ts, 0xCAFE_F00D, r.marker, &r.payload)
+        })
+        .collect();
+    let all: Vec<Vec<u8>> = p1.into_iter().chain(p2).collect();
+    let o = run_call("ssrc", "", &all);
+    check(&o, 2, true, "ssrc");
+    assert_eq!(count(&o.events, "ssrc_changed"), 1);
+}
+
+#[test]
+fn marker_bits_do_not_disturb_the_stream() {
+    let (p, _) = pcmu_call("0", 0, 0);
+    let p: Vec<Vec<u8>> = p
+        .iter()
+        .enumerate()
+        .map(|(i, pkt)| {
+            let r = parse(pkt);
+            build(0, r.seq, r.ts, r.ssrc, i % 5 == 0, &r.payload)
+        })
+        .collect();
+    let o = run_call("marker", "", &p);
+    check(&o, 1, true, "marker");
+    assert_eq!(o.got.len(), p.len());
+}
+
+#[test]
+fn malformed_truncated_and_unknown_packets_are_dropped() {
+    let (p, _) = pcmu_call("*", 0, 0);
+    let mut all = Vec::new();
+    let mut rng = Rng::new(3);
+    for (i, pkt) in p.iter().enumerate() {
+        all.push(pkt.clone());
+        if i % 3 == 0 {
+            // Truncated header, random junk, wrong version, an RTCP packet, an unknown PT.
+            all.push(pkt[..7].to_vec());
+            all.push((0..(rng.next_u64() % 200) as usize).map(|_| rng.next_u64() as u8).collect());
+            let mut v1 = pkt.clone();
+            v1[0] = (v1[0] & 0x3f) | 0x40;
+            all.push(v1);
+            all.push(vec![0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0]);
+            let r = parse(pkt);
+            all.push(build(13, r.seq, r.ts, r.ssrc, false, &[0x40]));
+        }
+    }
+    let o = run_call("malformed", "", &all);
+    check(&o, 1, false, "malformed");
+    assert_eq!(o.got.len(), p.len());
+}
+
+#[test]
+fn telephone_events_are_consumed_and_filled_with_silence() {
+    // Audio, then a '5' as RFC 4733 events (start, updates every 20 ms, three end packets
+    // with the same sequence number, one duplicated update), then audio again. The sender
+    // stops audio during the event, as RFC 4733 senders usually do.
+    let (audio, _) = pcmu_call("", 0, 0);
+    let mut p: Vec<Vec<u8>> = audio[..20].to_vec();
+    let mut seq = 20u16;
+    let ev_ts = 20 * 160;
+    for k in 0..8u16 {
+        let dur = (k + 1) * 160;
+        let end = k == 7;
+        let pkt = build(101, seq, ev_ts, SSRC, k == 0, &te_payload(5, end, 10, dur));
+        p.push(pkt.clone());
+        if end {
+            p.push(pkt.clone());
+            p.push(pkt);
+        } else if k == 3 {
+            p.push(pkt);
+        }
+        seq += 1;
+    }
+    for (i, a) in audio[28..].iter().enumerate() {
+        let r = parse(a);
+        p.push(build(0, seq + i as u16, ev_ts + 1280 + i as u32 * 160, SSRC, i == 0, &r.payload));
+    }
+    let o = run_call("te", "", &p);
+    check(&o, 1, false, "te");
+    // The 160 ms the event covered became 8 silence packets.
+    assert_eq!(o.got.len(), 20 + 8 + (audio.len() - 28));
+    let ev: Vec<_> = o.events.iter().filter(|e| e["event"] == "digit").collect();
+    assert_eq!(ev[0]["source"], "telephone_event");
+}
+
+#[test]
+fn a_caller_who_stops_sending_times_out_and_the_window_closes() {
+    let gw = Gateway::start("timeout", "[sinks]\n");
+    let rx = Receiver::start(Duration::from_millis(700), Duration::from_secs(20));
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            "{{\"downstream\":\"{}\",\"media_timeout_ms\":600}}",
+            rx.addr
+        )),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+    let ev = gateway::follow_events(gw.api, &format!("/v1/calls/{id}/events"), None, Duration::from_secs(20));
+    // Two digits of a card number, then the caller hangs up mid-entry.
+    let (p, _) = pcmu_call("41", 0, 0);
+    let cut = p.len() - 15;
+    let _s = send_all(&p[..cut], caller, Duration::from_millis(2));
+    let events = ev.join().unwrap();
+    let ended: Vec<_> = events.iter().filter(|e| e["event"] == "call_ended").collect();
+    assert_eq!(ended.len(), 1, "{events:?}");
+    assert_eq!(ended[0]["reason"], "media_timeout");
+    let closed: Vec<_> = events.iter().filter(|e| e["event"] == "capture_closed").collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0]["reason"], "stream_ended");
+    assert_eq!(closed[0]["digit_count"], 2);
+    assert_eq!(count(&events, "recording_resume"), 1);
+    // The call is gone from the registry.
+    let (code, _) = gw.http("GET", &format!("/v1/calls/{id}"), None);
+    assert_eq!(code, 404);
+    let got: Vec<Rtp> = rx.join().iter().map(|p| parse(p)).collect();
+    assert_no_digit(&decoded(&got), "timeout");
+}
