@@ -65,6 +65,10 @@ enum Command {
     /// Run the live gateway: control API, RTP relay, sinks (see `tonewall.example.toml`).
     #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
+    /// Drive N concurrent real-time PCMU calls with DTMF through a running gateway and
+    /// report CPU per call-second, loss and added latency (JSON on stdout).
+    #[cfg(feature = "serve")]
+    Loadgen(serve::LoadgenArgs),
 }
 
 /// A user-facing failure: one line on stderr, exit code 2.
@@ -81,6 +85,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::serve(args),
+        #[cfg(feature = "serve")]
+        Command::Loadgen(args) => serve::loadgen(args),
         Command::Detect { input, config } => detect(&input, config.as_deref()),
         Command::Mask {
             input,

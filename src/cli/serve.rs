@@ -82,3 +82,47 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .map_err(|e| CliError(format!("server error: {e}")))
     })
 }
+
+/// Arguments of `tonewall loadgen`.
+#[derive(clap::Args, Debug)]
+pub struct LoadgenArgs {
+    /// Control API of the gateway under test.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api: SocketAddr,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 100)]
+    calls: usize,
+    /// Measured seconds (after the ramp).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Seconds over which the calls start.
+    #[arg(long, default_value_t = 5)]
+    ramp_seconds: u64,
+    /// Look-ahead of each call, ms.
+    #[arg(long, default_value_t = 20)]
+    lookahead_ms: u32,
+}
+
+/// Run the load generator and print its report as JSON.
+pub fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("cannot start runtime: {e}")))?;
+    let opts = tonewall::serve::loadgen::LoadOptions {
+        api: args.api,
+        token: std::env::var("TONEWALL_TOKEN").ok().filter(|t| !t.is_empty()),
+        calls: args.calls,
+        seconds: args.seconds,
+        ramp_seconds: args.ramp_seconds,
+        lookahead_ms: args.lookahead_ms,
+    };
+    let report = rt
+        .block_on(tonewall::serve::loadgen::run(opts))
+        .map_err(CliError)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).map_err(|e| CliError(e.to_string()))?
+    );
+    Ok(())
+}

@@ -9,6 +9,7 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod events;
+pub mod loadgen;
 pub mod metrics;
 pub mod sinks;
 

@@ -1,0 +1,536 @@
+//! Real peers on 127.0.0.1: ffmpeg sends the bundled payment call as PCMU RTP, GStreamer
+//! receives the downstream leg into a WAV, sipp plays RFC 4733 telephone-events from the
+//! captures Debian ships with it. multimon-ng then looks for digits in everything that left
+//! the gateway (downstream, recording, STT stream), while the secure digit sink must hold
+//! exactly the typed digits and every webhook must carry a valid signature and no value.
+//!
+//! The tools come from Debian (`.ci/run` installs them); a missing tool fails the test.
+
+mod common;
+mod gateway;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway::{parse, Gateway, Receiver};
+
+const WEBHOOK_SECRET: &str = "whsec-test";
+const SECURE_SECRET: &str = "digits-secret";
+
+fn need(tool: &str) {
+    assert!(
+        gateway::have(tool),
+        "{tool} is not installed (.ci/run installs it from Debian)"
+    );
+}
+
+/// A webhook receiver: answers 200 and keeps (signature header, body) of each POST.
+fn webhook_server() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut sig = String::new();
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            match k.to_ascii_lowercase().as_str() {
+                                "content-length" => len = v.trim().parse().unwrap_or(0),
+                                "tonewall-signature" => sig = v.trim().to_string(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    g.lock()
+                        .unwrap()
+                        .push((sig, String::from_utf8_lossy(&body).to_string()));
+                    if s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// The secure digit sink as a Unix socket: keeps each delivered line.
+fn secure_socket(dir: &Path) -> (PathBuf, Arc<Mutex<Vec<String>>>) {
+    let path = dir.join("digits.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let g = g.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    g.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    (path, got)
+}
+
+/// A speech-to-text stand-in: a WebSocket server that keeps every binary message.
+fn stt_server() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let std_l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_l.local_addr().unwrap();
+    std_l.set_nonblocking(true).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use futures_util::StreamExt;
+            let l = tokio::net::TcpListener::from_std(std_l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else { continue };
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if let tokio_tungstenite::tungstenite::Message::Binary(b) = m {
+                            g.lock().unwrap().extend_from_slice(&b);
+                        }
+                    }
+                });
+            }
+        });
+    });
+    (addr, got)
+}
+
+fn free_udp_port() -> u16 {
+    // Even, with the next port free as well, for a receiver that also wants RTCP.
+    loop {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = s.local_addr().unwrap().port();
+        if p % 2 == 0 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn interrupt_and_wait(mut c: Child, what: &str) {
+    let _ = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if c.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    panic!("{what} did not stop");
+}
+
+fn ground_truth_digits(json: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    v["digits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digit"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Digits delivered to the secure sink, in index order, after checking each signature.
+fn secure_digits(lines: &[String]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut v: Vec<(u64, String)> = lines
+        .iter()
+        .map(|l| {
+            let (sig, body) = l.split_once('\t').expect("signature TAB body");
+            assert!(
+                tonewall::serve::sinks::verify(SECURE_SECRET.as_bytes(), sig, body.as_bytes(), 300, now),
+                "bad secure-sink signature"
+            );
+            let j: serde_json::Value = serde_json::from_str(body).unwrap();
+            (j["index"].as_u64().unwrap(), j["digit"].as_str().unwrap().to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v.into_iter().map(|(_, d)| d).collect()
+}
+
+fn check_webhooks(hooks: &[(String, String)], secret_values: &str) -> usize {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for (sig, body) in hooks {
+        assert!(
+            tonewall::serve::sinks::verify(WEBHOOK_SECRET.as_bytes(), sig, body.as_bytes(), 300, now),
+            "bad webhook signature on {body}"
+        );
+        let j: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(j.get("digit").is_none(), "a webhook carries a digit field: {body}");
+        if secret_values.len() >= 6 {
+            assert!(!body.contains(secret_values), "card number in a webhook");
+        }
+    }
+    hooks.len()
+}
+
+fn sinks_toml(dir: &Path, hook: SocketAddr, stt: SocketAddr, secure: &Path) -> String {
+    format!(
+        "[sinks]\nrecording_dir = \"{}\"\nstt_url = \"ws://{stt}/stt\"\nwebhook_url = \"http://{hook}/hook\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\nsecure_target = {{ unix = \"{}\" }}\nsecure_secret = \"{SECURE_SECRET}\"\n",
+        dir.join("recordings").display(),
+        secure.display()
+    )
+}
+
+fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn left(stereo: &[i16]) -> Vec<i16> {
+    stereo.iter().step_by(2).copied().collect()
+}
+
+#[test]
+fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
+    for t in ["ffmpeg", "gst-launch-1.0", "multimon-ng"] {
+        need(t);
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixture = format!("{root}/sample-audio/payment-call-8k-ulaw.wav");
+    let truth = ground_truth_digits(&format!("{root}/sample-audio/payment-call-8k-ulaw.json"));
+    let dir = gateway::scratch("peers-ffmpeg");
+    let (hook, hooks) = webhook_server();
+    let (stt, stt_bytes) = stt_server();
+    let (sock, secure) = secure_socket(&dir);
+    let gw = Gateway::start("peers-ffmpeg-gw", &sinks_toml(&dir, hook, stt, &sock));
+
+    // GStreamer receives the downstream leg into a WAV.
+    let down_port = free_udp_port();
+    let down_wav = dir.join("downstream.wav");
+    let gst = Command::new("gst-launch-1.0")
+        .args(["-q", "-e", "udpsrc"])
+        .arg(format!("port={down_port}"))
+        .arg("caps=application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0")
+        .args(["!", "rtppcmudepay", "!", "mulawdec", "!", "wavenc", "!", "filesink"])
+        .arg(format!("location={}", down_wav.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let c = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            r#"{{"downstream":"127.0.0.1:{down_port}","call_id":"ffmpeg-1"}}"#
+        )),
+    );
+    let caller = c["caller_rtp"].as_str().unwrap().to_string();
+    let ev = gateway::follow_events(gw.api, "/v1/calls/ffmpeg-1/events", None, Duration::from_secs(90));
+    // ffmpeg sends the recording as PCMU RTP (payload type 0) in real time.
+    let st = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i", &fixture])
+        .args(["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1", "-f", "rtp"])
+        .arg(format!("rtp://{caller}"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ffmpeg failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let end = gw.json("DELETE", "/v1/calls/ffmpeg-1", None);
+    interrupt_and_wait(gst, "gst-launch-1.0");
+    let events = ev.join().unwrap();
+
+    // Downstream: continuous, and no digit in it.
+    let (rate, ch, down) = gateway::read_wav(&down_wav);
+    assert_eq!((rate, ch), (8000, 1));
+    let secs = down.len() as f64 / 8000.0;
+    assert!(secs > 25.0, "downstream holds only {secs:.1} s");
+    assert_eq!(common::multimon_digits(&down).unwrap(), "", "multimon-ng decoded digits downstream");
+    // Recording: stereo, masked caller on the left.
+    let (rate, ch, rec) = gateway::read_wav(&dir.join("recordings/ffmpeg-1.wav"));
+    assert_eq!((rate, ch), (8000, 2));
+    assert_eq!(common::multimon_digits(&left(&rec)).unwrap(), "", "digits in the recording");
+    let sidecar: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("recordings/ffmpeg-1.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(!sidecar["pauses"].as_array().unwrap().is_empty(), "{sidecar}");
+    // STT: 16 kHz 16-bit PCM of the masked caller.
+    let stt_pcm: Vec<i16> = stt_bytes
+        .lock()
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let stt_secs = stt_pcm.len() as f64 / 16000.0;
+    assert!(stt_secs > 25.0, "STT got only {stt_secs:.1} s");
+    assert_eq!(common::multimon_digits_at(&stt_pcm, 16000).unwrap(), "", "digits in the STT stream");
+    // The secure sink holds exactly the typed digits.
+    let got = wait_for(Duration::from_secs(5), || {
+        let d = secure_digits(&secure.lock().unwrap());
+        (d.len() >= truth.len()).then_some(d)
+    })
+    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
+    assert_eq!(got, truth, "secure sink digits");
+    // Webhooks: every event arrived, signed, without values.
+    let n = wait_for(Duration::from_secs(5), || {
+        let h = hooks.lock().unwrap();
+        (h.len() >= events.len()).then_some(h.len())
+    });
+    assert!(n.is_some(), "webhooks {} < events {}", hooks.lock().unwrap().len(), events.len());
+    check_webhooks(&hooks.lock().unwrap(), &truth);
+    assert_eq!(end["stats"]["lost"], 0, "{end}");
+    println!(
+        "ffmpeg -> tonewall -> gstreamer: {:.1} s downstream, {} digits to the secure sink, {} events, {} webhooks, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
+        secs,
+        got.len(),
+        events.len(),
+        hooks.lock().unwrap().len(),
+        stt_secs
+    );
+}
+
+const UAS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="tonewall test UAS: answers with the gateway as media address">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]tw[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=tonewall 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio GATEWAY_PORT RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>
+</scenario>
+"#;
+
+fn uac(digits: &[&str]) -> String {
+    let mut plays = String::new();
+    for d in digits {
+        plays.push_str(&format!(
+            "  <nop><action><exec play_pcap_audio=\"pcap/dtmf_2833_{d}.pcap\"/></action></nop>\n  <pause milliseconds=\"400\"/>\n"
+        ));
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="tonewall test UAC: speech, then keys as RFC 4733 events">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:pay@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: caller <sip:caller@[local_ip]:[local_port]>;tag=[pid]c[call_number]
+      To: <sip:pay@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:caller@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=caller 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[local_ip_type] [local_ip]
+      t=0 0
+      m=audio [auto_media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+      ACK sip:pay@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: caller <sip:caller@[local_ip]:[local_port]>;tag=[pid]c[call_number]
+      To: <sip:pay@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
+  <pause milliseconds="3000"/>
+{plays}  <send retrans="500">
+    <![CDATA[
+      BYE sip:pay@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: caller <sip:caller@[local_ip]:[local_port]>;tag=[pid]c[call_number]
+      To: <sip:pay@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"#
+    )
+}
+
+#[test]
+fn sipp_telephone_events_are_captured_and_never_forwarded() {
+    for t in ["sipp", "multimon-ng"] {
+        need(t);
+    }
+    let pcaps = Path::new("/usr/share/sip-tester");
+    assert!(pcaps.join("dtmf_2833_1.pcap").exists(), "sip-tester pcaps missing");
+    let dir = gateway::scratch("peers-sipp");
+    let (hook, hooks) = webhook_server();
+    let (stt, _stt) = stt_server();
+    let (sock, secure) = secure_socket(&dir);
+    let gw = Gateway::start("peers-sipp-gw", &sinks_toml(&dir, hook, stt, &sock));
+    let rx = Receiver::start(Duration::from_millis(1500), Duration::from_secs(40));
+    let c = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            r#"{{"downstream":"{}","call_id":"sipp-1","codec":"pcma","telephone_event_pt":101}}"#,
+            rx.addr
+        )),
+    );
+    let port = c["caller_rtp"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+    let ev = gateway::follow_events(gw.api, "/v1/calls/sipp-1/events", None, Duration::from_secs(40));
+    std::os::unix::fs::symlink(pcaps, dir.join("pcap")).unwrap();
+    std::fs::write(dir.join("uas.xml"), UAS.replace("GATEWAY_PORT", &port)).unwrap();
+    let keys = ["4", "1", "5", "pound"];
+    std::fs::write(dir.join("uac.xml"), uac(&keys)).unwrap();
+    let sip_uas = free_udp_port();
+    let uas = Command::new("sipp")
+        .current_dir(&dir)
+        .args(["-sf", "uas.xml", "-i", "127.0.0.1", "-p", &sip_uas.to_string(), "-m", "1"])
+        .args(["-bg", "-trace_err"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(uas.success());
+    let st = Command::new("sipp")
+        .current_dir(&dir)
+        .args(["-sf", "uac.xml", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s"])
+        .args(["-timeout_error", "-nostdin"])
+        .arg(format!("127.0.0.1:{sip_uas}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "sipp UAC failed");
+    std::thread::sleep(Duration::from_millis(300));
+    let end = gw.json("DELETE", "/v1/calls/sipp-1", None);
+    let events = ev.join().unwrap();
+    let got: Vec<_> = rx.join().iter().map(|p| parse(p)).collect();
+    assert!(got.len() > 100, "downstream got {} packets", got.len());
+    for p in &got {
+        assert_eq!(p.pt, 8, "a telephone-event or foreign packet went downstream");
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "hole in downstream sequence");
+    }
+    let pcm: Vec<i16> = got
+        .iter()
+        .flat_map(|p| p.payload.iter().map(|&b| tonewall::codec::alaw_to_linear(b)))
+        .collect();
+    assert_eq!(common::multimon_digits(&pcm).unwrap(), "");
+    let want = "415#";
+    let d = wait_for(Duration::from_secs(5), || {
+        let d = secure_digits(&secure.lock().unwrap());
+        (d.len() >= want.len()).then_some(d)
+    })
+    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
+    assert_eq!(d, want, "secure sink digits");
+    let digit_events: Vec<_> = events.iter().filter(|e| e["event"] == "digit").collect();
+    assert!(digit_events.iter().all(|e| e["source"] == "telephone_event"));
+    assert_eq!(end["stats"]["digits_from_events"], 4, "{end}");
+    check_webhooks(&hooks.lock().unwrap(), "");
+    let (_, _, rec) = gateway::read_wav(&dir.join("recordings/sipp-1.wav"));
+    assert_eq!(common::multimon_digits(&left(&rec)).unwrap(), "");
+    println!(
+        "sipp (pcap g711a + RFC 4733 keys {keys:?}) -> tonewall: {} packets downstream, all PCMA, secure sink got {} digits",
+        got.len(),
+        d.len()
+    );
+}
