@@ -246,7 +246,9 @@ impl OutStream {
         out: &mut O,
     ) {
         self.ts = self.ts.wrapping_add(core::mem::take(&mut self.ts_jump));
-        let marker = marker || core::mem::take(&mut self.marker_pending);
+        // Take the pending marker even when the packet has its own, so it is not carried over.
+        let pending = core::mem::take(&mut self.marker_pending);
+        let marker = marker || pending;
         let b = RtpPacketBuilder::<&[u8], &[u8]>::new()
             .payload_type(self.pt)
             .marker_bit(marker)
@@ -288,6 +290,10 @@ struct Parsed<'a> {
 enum Kind<'a> {
     Audio(&'a [u8]),
     Event(TelephoneEvent),
+    /// A payload type we do not carry (comfort noise, say) from the current source: it
+    /// produces nothing, but it holds a sequence number, so it is sequenced like the rest
+    /// (otherwise every one would look like a loss).
+    Other,
 }
 
 /// One caller's RTP stream through the masker. Sans-IO: the caller hands in datagrams and
@@ -628,7 +634,10 @@ impl CallerLeg {
             Kind::Event(ev)
         } else {
             self.stats.unknown_pt += 1;
-            return None;
+            if Some(p.ssrc()) != self.ssrc_in {
+                return None;
+            }
+            Kind::Other
         };
         Some(Parsed {
             ssrc: p.ssrc(),
@@ -660,6 +669,11 @@ impl CallerLeg {
         } else {
             SeqClass::Jump
         };
+        if matches!(p.kind, Kind::Other) && !matches!(class, SeqClass::InOrder | SeqClass::Ahead(_))
+        {
+            // Only sequenced to keep the count; never a reason to restart or hold.
+            return;
+        }
         if class == SeqClass::Jump {
             // A new source or numbering is believed once a second packet follows the first
             // (RFC 3550 A.1 probation), so a stray or spoofed packet cannot derail the stream.
@@ -780,10 +794,13 @@ impl CallerLeg {
 
     /// Re-read a packet that was validated before it was held (never fails in practice).
     fn validate_held<'a>(&self, p: &'a RtpPacket<'a>) -> Option<Parsed<'a>> {
-        let kind = if p.payload_type() == self.cfg.audio_pt {
+        let pt = p.payload_type();
+        let kind = if pt == self.cfg.audio_pt {
             Kind::Audio(p.payload())
-        } else {
+        } else if Some(pt) == self.cfg.telephone_event_pt {
             Kind::Event(TelephoneEvent::parse(p.payload()).ok()?)
+        } else {
+            Kind::Other
         };
         Some(Parsed {
             ssrc: p.ssrc(),
@@ -804,6 +821,7 @@ impl CallerLeg {
         match p.kind {
             Kind::Audio(payload) => self.on_audio(p.ts, p.marker, payload, out),
             Kind::Event(ev) => self.on_event(p.ssrc, p.ts, ev, out),
+            Kind::Other => {}
         }
     }
 
