@@ -668,17 +668,12 @@ fn malformed_packets_are_counted_and_dropped() {
 #[test]
 fn random_and_mutated_packets_never_break_the_leg() {
     let cfg = config(Codec::Pcmu, 8000, 0);
-    let (a, _) = keypad(8000, "159", 70.0, 80.0, 100.0, 19);
+    // Before the noise: keys as telephone-events with the tone in band as well.
+    let (mut input, _, _) = te_call("159", true, 3, 10);
+    let part1: Vec<Vec<u8>> = input.iter().map(|(p, _)| p.clone()).collect();
     let (b, _) = keypad(8000, "0#", 70.0, 80.0, 100.0, 20);
-    let mut caller = Caller::new(&cfg, 0xF00D, 10, 0);
-    let part1 = caller.stream(&a);
     let mut rng = Rng::new(0xF022);
-    let mut input: Vec<(Vec<u8>, u64)> = Vec::new();
-    let mut t = 0u64;
-    for p in &part1 {
-        input.push((p.clone(), t));
-        t += FRAME_US;
-    }
+    let mut t = input.last().unwrap().1 + FRAME_US;
     for i in 0..20_000 {
         let p = if i % 2 == 0 {
             let n = (rng.next_u64() % 300) as usize;
@@ -703,8 +698,8 @@ fn random_and_mutated_packets_never_break_the_leg() {
         input.push((p, t));
         t += 1 + rng.next_u64() % 500;
     }
-    // Then a stream that starts over (new numbering after the noise).
-    caller.seq = caller.seq.wrapping_add(5000);
+    // Then the same source starts over (new numbering and clock) with in-band keys.
+    let mut caller = Caller::new(&cfg, 0xE4E4, 5000, 0);
     for p in caller.stream(&b) {
         input.push((p, t));
         t += FRAME_US;
@@ -714,7 +709,10 @@ fn random_and_mutated_packets_never_break_the_leg() {
     drive(&mut leg, &input, &mut sink);
     let st = leg.stats();
     assert_eq!(st.packets_in, input.len() as u64);
-    assert!(st.malformed > 1000, "{st:?}");
+    assert!(
+        st.malformed > 1000 && st.telephone_event_packets > 0,
+        "{st:?}"
+    );
     let rx = received(&sink, &cfg);
     assert_nothing_decodable("fuzz", &rx.lin, 8000);
     let secure = sink.secure();
