@@ -21,6 +21,9 @@ const TE_PT: u8 = 101;
 const SSRC_OUT: u32 = 0x0B0B_0B0B;
 const FRAME_US: u64 = 20_000;
 
+/// A datagram and its arrival time, µs.
+type Datagram = (Vec<u8>, u64);
+
 /// Everything a leg emits.
 #[derive(Default)]
 struct Sink {
@@ -175,7 +178,7 @@ fn drive(leg: &mut CallerLeg, input: &[(Vec<u8>, u64)], sink: &mut Sink) {
 }
 
 /// Arrival every 20 ms.
-fn paced(pkts: Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)> {
+fn paced(pkts: Vec<Vec<u8>>) -> Vec<Datagram> {
     pkts.into_iter()
         .enumerate()
         .map(|(i, p)| (p, i as u64 * FRAME_US))
@@ -591,6 +594,71 @@ fn ssrc_change_mid_call_keeps_one_output_stream() {
     assert_nothing_decodable("ssrc change", &rx.lin, 8000);
 }
 
+/// A far-off sequence number is believed once its successor follows (a sender restarting
+/// its numbering: a resync, not 1000 losses); a lone stray one is dropped.
+#[test]
+fn sequence_jump_is_a_resync_and_a_stray_packet_is_ignored() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let x = vec![700i16; 160];
+    let mut caller = Caller::new(&cfg, 22, 100, 0);
+    let mut pkts: Vec<Vec<u8>> = (0..10).map(|_| caller.audio(&x, false)).collect();
+    // A stray packet far ahead, then the stream goes on as before.
+    pkts.push(rtp(
+        0,
+        false,
+        30_000,
+        caller.ts,
+        22,
+        &encode(Codec::Pcmu, &x),
+    ));
+    pkts.extend((0..10).map(|_| caller.audio(&x, false)));
+    // The sender restarts its numbering; its clock runs on.
+    caller.seq = caller.seq.wrapping_add(1000);
+    pkts.extend((0..10).map(|_| caller.audio(&x, false)));
+    let (sink, st, delay) = run(cfg, &paced(pkts));
+    assert_eq!((st.resyncs, st.lost, st.late), (1, 0, 1));
+    assert_eq!(sink.stream, [StreamEvent::FirstPacket, StreamEvent::Resync]);
+    let rx = received(&sink, &cfg);
+    assert!(rx.jumps.is_empty());
+    assert_eq!(rx.lin.len(), 30 * 160 + delay);
+    let markers: Vec<usize> = (0..rx.markers.len()).filter(|&i| rx.markers[i]).collect();
+    assert_eq!(markers, [0, 20]);
+}
+
+/// Events 16 and up (flash, line signals) are consumed: no digit, nothing forwarded, and the
+/// audio around them is not silenced.
+#[test]
+fn events_above_15_are_consumed_and_ignored() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let x = vec![900i16; 160];
+    let mut caller = Caller::new(&cfg, 23, 0, 0);
+    let mut pkts = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            let ets = caller.ts;
+            for (end, dur) in [(false, 160), (true, 320), (true, 320)] {
+                pkts.push(caller.event(ets, 16, end, dur, false));
+            }
+        }
+        pkts.push(caller.audio(&x, false));
+    }
+    let (sink, st, _) = run(cfg, &paced(pkts));
+    assert_eq!(st.telephone_event_packets, 3);
+    assert_eq!(
+        (st.digits_from_events, st.lost, st.filled_frames),
+        (0, 0, 1)
+    );
+    assert!(sink.log.secure.is_empty());
+    let rx = received(&sink, &cfg);
+    assert!(rx.jumps.is_empty());
+    let silence = silence_linear(Codec::Pcmu);
+    assert!(sink
+        .audio
+        .iter()
+        .flat_map(|(_, s)| s)
+        .all(|&s| s != silence));
+}
+
 #[test]
 fn marker_bits_are_forwarded() {
     let cfg = config(Codec::Pcma, 8000, 8);
@@ -690,7 +758,7 @@ fn random_and_mutated_packets_never_break_the_leg() {
                 let k = (rng.next_u64() % p.len() as u64) as usize;
                 p[k] ^= 1 << (rng.next_u64() % 8);
             }
-            if rng.next_u64() % 4 == 0 {
+            if rng.next_u64().is_multiple_of(4) {
                 p.truncate((rng.next_u64() % p.len() as u64) as usize);
             }
             p
@@ -761,7 +829,7 @@ fn te_call(
     with_tone: bool,
     end_packets: usize,
     gap: usize,
-) -> (Vec<(Vec<u8>, u64)>, u64, Vec<u32>) {
+) -> (Vec<Datagram>, u64, Vec<u32>) {
     let cfg = config(Codec::Pcmu, 8000, 0);
     let mut caller = Caller::new(&cfg, 0xE4E4, 60_000, 4_000_000_000);
     let ts0 = caller.ts;
@@ -770,7 +838,7 @@ fn te_call(
     let mut out = Vec::new();
     let mut t = 0u64;
     let mut event_ts = Vec::new();
-    let mut quiet = |caller: &mut Caller, out: &mut Vec<(Vec<u8>, u64)>, t: &mut u64, n: usize| {
+    let mut quiet = |caller: &mut Caller, out: &mut Vec<Datagram>, t: &mut u64, n: usize| {
         for _ in 0..n {
             noise.fill(0.0);
             add_white_noise(&mut noise, power_for_dbm0(-50.0), &mut rng);

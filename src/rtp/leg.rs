@@ -616,7 +616,7 @@ impl CallerLeg {
         let pt = p.payload_type();
         let payload = p.payload();
         let kind = if pt == self.cfg.audio_pt {
-            let bad_l16 = self.cfg.codec == Codec::Pcm16 && payload.len() % 2 != 0;
+            let bad_l16 = self.cfg.codec == Codec::Pcm16 && !payload.len().is_multiple_of(2);
             let samples = match self.cfg.codec {
                 Codec::Pcm16 => payload.len() / 2,
                 _ => payload.len(),
