@@ -10,6 +10,7 @@
 //! * [`mask`]: the look-ahead delay line that replaces tones with silence.
 //! * [`capture`]: capture windows, recording pause/resume, card-number progress.
 //! * [`pipeline`]: one channel end to end (decode, resample, detect, mask, events).
+//! * [`rtp`]: the caller's RTP leg (sequencing, loss, RFC 4733 events) around a pipeline.
 //! * [`wav`]: reading and writing WAV files for the CLI and fixtures.
 //! * [`signal`]: standard test signals (for tests, benches and fixtures only).
 //!
@@ -59,6 +60,7 @@ pub mod event;
 pub mod mask;
 pub mod pipeline;
 pub mod redact;
+pub mod rtp;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod signal;

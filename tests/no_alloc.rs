@@ -1,6 +1,7 @@
 //! The media path never allocates (brief section 4, "Hot path"): a counting global allocator
-//! watches every frame pushed through the detector and the channel pipelines, after a warm-up,
-//! over signals with key presses in them so the digit, mask and capture-window paths all run.
+//! watches every frame pushed through the detector, the channel pipelines and the RTP caller
+//! leg, after a warm-up, over signals with key presses in them so the digit, mask and
+//! capture-window paths all run (and, for RTP, loss, reordering and telephone-events).
 //!
 //! Only allocations on the test's own thread while it is "armed" count. The first few
 //! counted allocations print a backtrace to stderr (`cargo test --test no_alloc --
@@ -16,9 +17,11 @@ use tonewall::codec::{linear_to_ulaw, Codec};
 use tonewall::dtmf::{Detector, DetectorConfig, DetectorEvent, Digit, MaskConfig};
 use tonewall::event::{Event, Outputs, SecureDigit};
 use tonewall::pipeline::{ChannelPipeline, PipelineConfig, Sample};
+use tonewall::rtp::{CallerLeg, LegConfig, LegOutputs};
 use tonewall::signal::ToneSpec;
 use tonewall::signal::{add_dtmf, add_sine, add_white_noise, power_for_dbm0, to_i16, Rng};
 use tonewall::time::ChannelId;
+use tonewall::time::MediaTime;
 
 struct Counting;
 
@@ -317,6 +320,120 @@ fn pcm16_48k_pipeline_does_not_allocate() {
         );
         check_tally(&format!("48 kHz lookahead {lookahead}"), &tally);
     }
+}
+
+/// Counts what a caller leg emits, without allocating.
+#[derive(Default)]
+struct LegTally {
+    inner: Tally,
+    packets: u32,
+    bytes: u64,
+    audio_samples: u64,
+}
+
+impl Outputs for LegTally {
+    fn event(&mut self, event: Event) {
+        self.inner.event(event);
+    }
+    fn secure_digit(&mut self, digit: SecureDigit) {
+        self.inner.secure_digit(digit);
+    }
+}
+
+impl LegOutputs for LegTally {
+    fn packet(&mut self, rtp: &[u8]) {
+        self.packets += 1;
+        self.bytes += rtp.len() as u64;
+    }
+    fn audio(&mut self, _at: MediaTime, samples: &[i16]) {
+        self.audio_samples += samples.len() as u64;
+    }
+}
+
+fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(pt)
+        .marker_bit(marker)
+        .sequence_number(seq)
+        .timestamp(ts)
+        .ssrc(0x5EED)
+        .payload(payload)
+        .write_vec()
+        .unwrap()
+}
+
+/// 500 PCMU packets through a caller leg: the in-band card number of [`signal`], one key
+/// press as RFC 4733 telephone-events (start, updates, three ends), one lost packet (given up
+/// through the reorder timer), one swapped pair, then the end of the call.
+#[test]
+fn caller_leg_does_not_allocate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = LegConfig {
+        pipeline: pipeline_config(Codec::Pcmu, 8000, 20),
+        ..LegConfig::default()
+    };
+    let mut x: Vec<u8> = signal(8000).iter().map(|&s| linear_to_ulaw(s)).collect();
+    x.resize(500 * 160, 0xFF);
+    // Cut into packets up front (allocates; not counted). The key press is at packet 400.
+    let (mut seq, mut ts) = (65_000u16, 1_000u32);
+    let mut pkts: Vec<(Vec<u8>, u64)> = Vec::new();
+    let mut t = 0u64;
+    let mut k = 0;
+    while k < x.len() {
+        if k == 400 * 160 {
+            for (i, (end, dur)) in [(false, 160u16), (false, 400), (false, 800), (true, 960)]
+                .into_iter()
+                .chain([(true, 960), (true, 960)])
+                .enumerate()
+            {
+                let d = dur.to_be_bytes();
+                let payload = [5, (end as u8) << 7 | 10, d[0], d[1]];
+                pkts.push((rtp_packet(101, i == 0, seq, ts, &payload), t));
+                seq = seq.wrapping_add(1);
+                t += 20_000;
+            }
+            ts = ts.wrapping_add(960);
+            k += 960;
+            continue;
+        }
+        pkts.push((rtp_packet(0, false, seq, ts, &x[k..k + 160]), t));
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(160);
+        t += 20_000;
+        k += 160;
+    }
+    pkts.remove(450); // lost
+    pkts.swap(300, 301); // reordered (arrival times stay in order)
+    let (t300, t301) = (pkts[301].1, pkts[300].1);
+    pkts[300].1 = t300;
+    pkts[301].1 = t301;
+    assert!(pkts.len() >= 495);
+
+    let mut leg = CallerLeg::new(cfg, ChannelId(9)).expect("leg");
+    let mut tally = LegTally::default();
+    let (head, rest) = pkts.split_at(10);
+    for (p, t) in head {
+        leg.handle_packet(p, *t, &mut tally);
+    }
+    let allocs = allocations_in(|| {
+        for (p, t) in rest {
+            while let Some(d) = leg.poll_timeout() {
+                if d > *t {
+                    break;
+                }
+                leg.handle_timeout(d, &mut tally);
+            }
+            leg.handle_packet(p, *t, &mut tally);
+        }
+        leg.finish(&mut tally);
+    });
+    assert_eq!(allocs, 0, "CallerLeg allocated");
+    let st = leg.stats();
+    assert_eq!((st.lost, st.digits_from_events, st.late), (1, 1, 0));
+    assert_eq!(st.telephone_event_packets, 6);
+    assert_eq!(tally.packets as u64, st.packets_out);
+    assert!(tally.packets >= 500 && tally.audio_samples >= 499 * 160);
+    check_tally("caller leg", &tally.inner);
 }
 
 /// The counter itself works: an allocation inside the region is seen.

@@ -275,6 +275,13 @@ impl<T: Sample> ChannelPipeline<T> {
         }
     }
 
+    /// The out-of-band digit last entered with `end: None` ended at media sample `end`. RTP
+    /// learns a key press's end only from a later packet than its start, and the digit is
+    /// entered at the start so a window it opens pauses recording before the tone's time.
+    pub fn telephone_event_end<O: Outputs + ?Sized>(&mut self, end: u64, out: &mut O) {
+        self.capture.on_digit_end(end, out);
+    }
+
     /// Process `input` and write the same number of samples, delayed by [`delay`](Self::delay)
     /// and masked, to `output`. Events and secure digits go to `out`.
     pub fn process<O: Outputs + ?Sized>(&mut self, input: &[T], output: &mut [T], out: &mut O) {

@@ -1,0 +1,1071 @@
+//! The caller leg: one incoming RTP stream (G.711 or L16, plus RFC 4733 telephone-events)
+//! turned into one outgoing, masked RTP stream with its own SSRC, sequence numbers and
+//! timestamp clock, and the same masked audio as linear samples for the sinks.
+//!
+//! Owns: the input stream's sequence/timestamp state (loss, reordering, duplicates, SSRC
+//! changes, timestamp jumps), the output stream's numbering, silence synthesis, and turning
+//! telephone-events into digits. Masking itself is the pipeline's.
+//!
+//! Must never: forward a telephone-event packet or an audio packet that did not pass the
+//! pipeline; emit output out of order or with a hole in its numbering; repeat earlier audio
+//! to conceal a loss (it could be a tone); allocate, read a clock or log a value in
+//! [`CallerLeg::handle_packet`] / [`CallerLeg::handle_timeout`]; panic on any input.
+
+use rtp_types::{RtpPacket, RtpPacketBuilder};
+use serde::Deserialize;
+
+use super::reorder::{ReorderBuffer, SeqClass, Sequencer};
+use super::telephone_event::{EventState, EventTracker, Observed, TelephoneEvent};
+use crate::codec::Codec;
+use crate::dtmf::Digit;
+use crate::event::Outputs;
+use crate::pipeline::{ChannelPipeline, PipelineConfig, PipelineError};
+use crate::time::{ChannelId, MediaTime};
+
+/// Longest audio payload accepted, ms. Real senders use 10 to 60 ms; the scratch buffers are
+/// sized for this, so anything longer is malformed rather than a reason to allocate.
+pub const MAX_PACKET_MS: u32 = 120;
+/// Audio is suppressed this long after a telephone-event's end (some senders' in-band tone
+/// trails the event).
+pub const EVENT_HANGOVER_MS: u32 = 40;
+/// A telephone-event whose end packets never arrive is taken as over once audio runs this far
+/// past the time its last packet covered (senders update at least every 50 ms or so).
+pub const EVENT_EXPIRY_MS: u32 = 250;
+/// A forward timestamp jump larger than this is not a pause but a new timebase: the output
+/// continues contiguously instead of jumping with it.
+pub const MAX_TS_JUMP_S: u32 = 60;
+/// Smallest size of a held-packet slot, bytes (an Ethernet MTU's worth of RTP).
+const MIN_SLOT: usize = 1500;
+/// RTP header room beyond the payload a held packet may need: fixed header, 15 CSRCs, a
+/// modest header extension and padding.
+const HEADER_ROOM: usize = 12 + 60 + 4 + 256 + 255;
+/// Largest `reorder_window` (the duplicate map covers 64 packets).
+pub const MAX_REORDER_WINDOW: u16 = 64;
+/// Largest `max_fill_ms`: longer gaps are resynchronised, never filled.
+pub const MAX_FILL_MS: u32 = 10_000;
+
+/// How a caller leg is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LegConfig {
+    /// Payload type of the audio codec.
+    pub audio_pt: u8,
+    /// Audio codec: PCMU, PCMA, or `Pcm16` for RTP L16 (mono, big-endian on the wire).
+    pub codec: Codec,
+    /// Sample rate: 8000 for G.711; L16 8000 to 192000.
+    pub rate: u32,
+    /// Payload type of RFC 4733 telephone-events (same clock rate as the audio), if any.
+    pub telephone_event_pt: Option<u8>,
+    /// Size of the silence packets the leg synthesises, ms.
+    pub fill_ms: u32,
+    /// Most packets held while waiting for a missing one.
+    pub reorder_window: u16,
+    /// Longest wait for a missing packet, ms.
+    pub reorder_wait_ms: u32,
+    /// Gaps up to this long are filled with silence; longer ones resynchronise, ms.
+    pub max_fill_ms: u32,
+    /// Our SSRC towards downstream, stable for the whole call.
+    pub ssrc_out: u32,
+    /// Look-ahead, detector, mask and capture settings. Its `codec` and `rate` are
+    /// overwritten from the fields above.
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for LegConfig {
+    fn default() -> Self {
+        Self {
+            audio_pt: 0,
+            codec: Codec::Pcmu,
+            rate: 8000,
+            telephone_event_pt: Some(101),
+            fill_ms: 20,
+            reorder_window: 4,
+            reorder_wait_ms: 30,
+            max_fill_ms: 500,
+            ssrc_out: 0x7057_A11E,
+            pipeline: PipelineConfig::default(),
+        }
+    }
+}
+
+/// Where a caller leg delivers what it produces.
+pub trait LegOutputs: Outputs {
+    /// One masked RTP packet for the downstream leg.
+    fn packet(&mut self, rtp: &[u8]);
+    /// The masked audio that went downstream, as linear samples, at its position on the
+    /// leg's media timeline (the timeline events' `at_sample` use).
+    fn audio(&mut self, at: MediaTime, samples: &[i16]);
+    /// A stream-level note (no digit values).
+    fn stream(&mut self, ev: StreamEvent) {
+        let _ = ev;
+    }
+}
+
+/// Notes about the input stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The first RTP packet of the call was accepted.
+    FirstPacket,
+    /// The caller's SSRC changed (new source); the output continues unchanged.
+    SsrcChanged,
+    /// Sequence numbers or timestamps jumped; tracking started over.
+    Resync,
+}
+
+/// Counters of one leg.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LegStats {
+    /// Datagrams handed to the leg.
+    pub packets_in: u64,
+    /// RTP packets sent downstream.
+    pub packets_out: u64,
+    /// Bytes handed to the leg.
+    pub bytes_in: u64,
+    /// Audio packets that went through the pipeline.
+    pub audio_frames: u64,
+    /// Telephone-event packets consumed (in order, duplicates excluded).
+    pub telephone_event_packets: u64,
+    /// Digits entered from telephone-events.
+    pub digits_from_events: u64,
+    /// Packets declared lost (replaced with silence).
+    pub lost: u64,
+    /// Packets dropped because their time was already emitted, including stray packets whose
+    /// sequence number was never confirmed by a successor.
+    pub late: u64,
+    /// Copies of packets already received or held.
+    pub duplicate: u64,
+    /// Datagrams that are not valid RTP, or invalid payloads (empty, too long, odd L16).
+    pub malformed: u64,
+    /// Payload types that are neither audio nor telephone-event (RTCP counts here).
+    pub unknown_pt: u64,
+    /// Silence packets synthesised (loss, gaps, telephone-event time, end of call).
+    pub filled_frames: u64,
+    /// Changes of the caller's SSRC.
+    pub ssrc_changes: u64,
+    /// Sequence or timestamp resynchronisations.
+    pub resyncs: u64,
+}
+
+/// A caller leg could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    /// Codec and rate do not go together.
+    #[error("codec {codec:?} cannot run at {rate} Hz (G.711 needs 8000; L16 8000 to 192000)")]
+    Rate {
+        /// The codec asked for.
+        codec: Codec,
+        /// The rate asked for.
+        rate: u32,
+    },
+    /// A payload type outside 0..=127, inside RTCP's 72..=76, or audio and events sharing one.
+    #[error("payload type {0} is unusable (0 to 127, not 72 to 76, audio and events distinct)")]
+    PayloadType(u8),
+    /// `fill_ms` must be 1 to 120.
+    #[error("fill_ms must be 1 to {MAX_PACKET_MS}, got {0}")]
+    FillMs(u32),
+    /// `reorder_window` too large.
+    #[error("reorder_window must be at most {MAX_REORDER_WINDOW}, got {0}")]
+    ReorderWindow(u16),
+    /// `max_fill_ms` too large.
+    #[error("max_fill_ms must be at most {MAX_FILL_MS}, got {0}")]
+    MaxFill(u32),
+    /// The pipeline refused its configuration (look-ahead, resampler).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// The pipeline and its scratch buffers, in the codec's own sample type.
+enum Pipe {
+    /// G.711 bytes.
+    G711 {
+        p: ChannelPipeline<u8>,
+        inp: Vec<u8>,
+        outp: Vec<u8>,
+    },
+    /// L16 samples.
+    L16 {
+        p: ChannelPipeline<i16>,
+        inp: Vec<i16>,
+        outp: Vec<i16>,
+    },
+}
+
+impl Pipe {
+    fn delay(&self) -> usize {
+        match self {
+            Pipe::G711 { p, .. } => p.delay(),
+            Pipe::L16 { p, .. } => p.delay(),
+        }
+    }
+
+    fn in_pos(&self) -> u64 {
+        match self {
+            Pipe::G711 { p, .. } => p.input_time().sample,
+            Pipe::L16 { p, .. } => p.input_time().sample,
+        }
+    }
+}
+
+/// Audio for one step: the packet's payload or synthesised silence.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    Payload(&'a [u8]),
+    Silence,
+}
+
+/// The output stream: our SSRC, our numbering, our clock.
+struct OutStream {
+    ssrc: u32,
+    pt: u8,
+    rate: u32,
+    seq: u16,
+    ts: u32,
+    /// Samples emitted so far.
+    emitted: u64,
+    /// Pipeline delay: the first `delay` samples emitted are the look-ahead's initial
+    /// silence, which has no place on the media timeline.
+    delay: u64,
+    /// Set the marker on the next packet (start, resync, new source).
+    marker_pending: bool,
+    /// Timestamp advance to apply before the next packet (a pause the sender took).
+    ts_jump: u32,
+    packets: u64,
+    pkt: Vec<u8>,
+    /// L16 payload in network byte order.
+    be: Vec<u8>,
+    lin: Vec<i16>,
+}
+
+impl OutStream {
+    /// Send one packet carrying `payload` (wire bytes) whose linear form is `lin`.
+    fn send<O: LegOutputs + ?Sized>(
+        &mut self,
+        payload: &[u8],
+        lin: &[i16],
+        marker: bool,
+        out: &mut O,
+    ) {
+        self.ts = self.ts.wrapping_add(core::mem::take(&mut self.ts_jump));
+        // Take the pending marker even when the packet has its own, so it is not carried over.
+        let pending = core::mem::take(&mut self.marker_pending);
+        let marker = marker || pending;
+        let b = RtpPacketBuilder::<&[u8], &[u8]>::new()
+            .payload_type(self.pt)
+            .marker_bit(marker)
+            .sequence_number(self.seq)
+            .timestamp(self.ts)
+            .ssrc(self.ssrc)
+            .payload(payload);
+        // The buffer is sized for the largest payload plus the header, and the payload type
+        // was validated, so this cannot fail; if it ever did, dropping is the safe choice
+        // (numbering stays contiguous because nothing advanced).
+        let Ok(len) = b.write_into(&mut self.pkt) else {
+            return;
+        };
+        out.packet(&self.pkt[..len]);
+        let n = lin.len() as u64;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(n as u32);
+        self.packets += 1;
+        let k = self.emitted;
+        self.emitted += n;
+        let skip = self.delay.saturating_sub(k).min(n) as usize;
+        if skip < lin.len() {
+            let at = MediaTime::new(k + skip as u64 - self.delay, self.rate);
+            out.audio(at, &lin[skip..]);
+        }
+    }
+}
+
+/// A packet already taken apart (after validation), for in-order processing.
+#[derive(Clone, Copy)]
+struct Parsed<'a> {
+    ssrc: u32,
+    ts: u32,
+    marker: bool,
+    kind: Kind<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    Audio(&'a [u8]),
+    Event(TelephoneEvent),
+    /// A payload type we do not carry (comfort noise, say) from the current source: it
+    /// produces nothing, but it holds a sequence number, so it is sequenced like the rest
+    /// (otherwise every one would look like a loss).
+    Other,
+}
+
+/// One caller's RTP stream through the masker. Sans-IO: the caller hands in datagrams and
+/// the time, and gets packets, audio and events back through [`LegOutputs`].
+pub struct CallerLeg {
+    cfg: LegConfig,
+    channel: ChannelId,
+    pipe: Pipe,
+    out_stream: OutStream,
+    /// Largest audio payload in samples.
+    max_samples: usize,
+    fill: usize,
+    max_fill: u32,
+    hangover: u32,
+    expiry: u32,
+    max_jump: u32,
+    held: ReorderBuffer,
+    wait_us: u64,
+    seq: Sequencer,
+    /// A packet that jumped (new SSRC or far-off sequence number), waiting for its successor
+    /// to confirm it: (ssrc, seq, bytes held in `probation`).
+    probation_key: Option<(u32, u16, usize)>,
+    probation: Vec<u8>,
+    ssrc_in: Option<u32>,
+    /// Input timestamp of the next sample the pipeline expects (it corresponds to the
+    /// pipeline's input position).
+    next_ts: Option<u32>,
+    /// Start of the time filled with silence on behalf of the current telephone-event.
+    event_fill_from: Option<u32>,
+    events: EventTracker,
+    /// Pipeline position of the current telephone-event's onset.
+    event_onset: u64,
+    /// After an event ended: audio before this timestamp is replaced with silence.
+    suppress_until: Option<u32>,
+    /// A sequence resync or source change has just been counted; a timestamp jump in the same
+    /// packet is part of it.
+    fresh_resync: bool,
+    stats: LegStats,
+    last_packet_us: Option<u64>,
+    finished: bool,
+}
+
+impl CallerLeg {
+    /// Build a leg. Allocates every buffer the media path will use.
+    pub fn new(cfg: LegConfig, channel: ChannelId) -> Result<Self, LegError> {
+        let rate_ok = match cfg.codec {
+            Codec::Pcmu | Codec::Pcma => cfg.rate == 8000,
+            Codec::Pcm16 => (8000..=192_000).contains(&cfg.rate),
+        };
+        if !rate_ok {
+            return Err(LegError::Rate {
+                codec: cfg.codec,
+                rate: cfg.rate,
+            });
+        }
+        let pt_ok = |pt: u8| pt <= 127 && !(72..=76).contains(&pt);
+        if !pt_ok(cfg.audio_pt) {
+            return Err(LegError::PayloadType(cfg.audio_pt));
+        }
+        if let Some(te) = cfg.telephone_event_pt {
+            if !pt_ok(te) || te == cfg.audio_pt {
+                return Err(LegError::PayloadType(te));
+            }
+        }
+        if cfg.fill_ms == 0 || cfg.fill_ms > MAX_PACKET_MS {
+            return Err(LegError::FillMs(cfg.fill_ms));
+        }
+        if cfg.reorder_window > MAX_REORDER_WINDOW {
+            return Err(LegError::ReorderWindow(cfg.reorder_window));
+        }
+        if cfg.max_fill_ms > MAX_FILL_MS {
+            return Err(LegError::MaxFill(cfg.max_fill_ms));
+        }
+        let samples = |ms: u32| (ms as u64 * cfg.rate as u64 / 1000) as usize;
+        let pcfg = PipelineConfig {
+            codec: cfg.codec,
+            rate: cfg.rate,
+            ..cfg.pipeline
+        };
+        let max_samples = samples(MAX_PACKET_MS);
+        let fill = samples(cfg.fill_ms).max(1);
+        let (pipe, delay) = match cfg.codec {
+            Codec::Pcm16 => {
+                let p = ChannelPipeline::<i16>::new(pcfg, channel)?;
+                let d = p.delay();
+                let n = max_samples.max(d);
+                (
+                    Pipe::L16 {
+                        p,
+                        inp: vec![0; n],
+                        outp: vec![0; n],
+                    },
+                    d,
+                )
+            }
+            Codec::Pcmu | Codec::Pcma => {
+                let p = ChannelPipeline::<u8>::new(pcfg, channel)?;
+                let d = p.delay();
+                let n = max_samples.max(d);
+                (
+                    Pipe::G711 {
+                        p,
+                        inp: vec![0; n],
+                        outp: vec![0; n],
+                    },
+                    d,
+                )
+            }
+        };
+        let bytes_per_sample = if cfg.codec == Codec::Pcm16 { 2 } else { 1 };
+        let max_payload = max_samples * bytes_per_sample;
+        let slot = (max_payload + HEADER_ROOM).max(MIN_SLOT);
+        let scratch = max_samples.max(delay);
+        let cfg = LegConfig {
+            pipeline: pcfg,
+            ..cfg
+        };
+        // Start our numbering from bits of our SSRC: different per call, reproducible in tests.
+        let s = cfg.ssrc_out;
+        Ok(Self {
+            out_stream: OutStream {
+                ssrc: s,
+                pt: cfg.audio_pt,
+                rate: cfg.rate,
+                seq: (s ^ s >> 16) as u16,
+                ts: s.rotate_left(11) ^ 0x5A5A_0000,
+                emitted: 0,
+                delay: delay as u64,
+                marker_pending: true,
+                ts_jump: 0,
+                packets: 0,
+                pkt: vec![0; 12 + scratch * bytes_per_sample],
+                be: vec![0; scratch * 2],
+                lin: vec![0; scratch],
+            },
+            pipe,
+            max_samples,
+            fill,
+            max_fill: samples(cfg.max_fill_ms) as u32,
+            hangover: samples(EVENT_HANGOVER_MS) as u32,
+            expiry: samples(EVENT_EXPIRY_MS) as u32,
+            max_jump: (MAX_TS_JUMP_S as u64 * cfg.rate as u64).min(i32::MAX as u64) as u32,
+            held: ReorderBuffer::new(cfg.reorder_window as usize, slot),
+            wait_us: cfg.reorder_wait_ms as u64 * 1000,
+            seq: Sequencer::default(),
+            probation_key: None,
+            probation: vec![0; slot],
+            ssrc_in: None,
+            next_ts: None,
+            event_fill_from: None,
+            events: EventTracker::default(),
+            event_onset: 0,
+            suppress_until: None,
+            fresh_resync: false,
+            stats: LegStats::default(),
+            last_packet_us: None,
+            finished: false,
+            channel,
+            cfg,
+        })
+    }
+
+    /// The configuration in force (with the pipeline's codec and rate filled in).
+    pub fn config(&self) -> &LegConfig {
+        &self.cfg
+    }
+
+    /// The channel this leg reports events on.
+    pub fn channel(&self) -> ChannelId {
+        self.channel
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> LegStats {
+        LegStats {
+            packets_out: self.out_stream.packets,
+            ..self.stats
+        }
+    }
+
+    /// Pipeline delay in samples: output packets carry audio this much older than the input.
+    pub fn delay(&self) -> usize {
+        self.pipe.delay()
+    }
+
+    /// When the last valid RTP packet (audio or event, any source) arrived, in the caller's
+    /// µs; `None` before the first.
+    pub fn last_packet_us(&self) -> Option<u64> {
+        self.last_packet_us
+    }
+
+    /// Is a capture window open?
+    pub fn capture_open(&self) -> bool {
+        match &self.pipe {
+            Pipe::G711 { p, .. } => p.capture_open(),
+            Pipe::L16 { p, .. } => p.capture_open(),
+        }
+    }
+
+    /// Open a capture window now (control input; see [`ChannelPipeline::open_capture`]).
+    pub fn open_capture<O: LegOutputs + ?Sized>(
+        &mut self,
+        max_digits: Option<u32>,
+        terminator: Option<Option<Digit>>,
+        out: &mut O,
+    ) {
+        match &mut self.pipe {
+            Pipe::G711 { p, .. } => p.open_capture(max_digits, terminator, out),
+            Pipe::L16 { p, .. } => p.open_capture(max_digits, terminator, out),
+        }
+    }
+
+    /// Close the capture window now (control input).
+    pub fn close_capture<O: LegOutputs + ?Sized>(&mut self, out: &mut O) {
+        match &mut self.pipe {
+            Pipe::G711 { p, .. } => p.close_capture(out),
+            Pipe::L16 { p, .. } => p.close_capture(out),
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next (µs, the caller's
+    /// clock): the moment the oldest held packet has waited `reorder_wait_ms`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.finished {
+            return None;
+        }
+        self.held.earliest_arrival().map(|t| t + self.wait_us)
+    }
+
+    /// Time has reached `now_us`: packets held past their wait are released, and the ones
+    /// missing before them are given up as lost (replaced with silence).
+    pub fn handle_timeout<O: LegOutputs + ?Sized>(&mut self, now_us: u64, out: &mut O) {
+        if self.finished {
+            return;
+        }
+        while let (Some(t), Some(low)) = (self.held.earliest_arrival(), self.held.lowest()) {
+            if now_us < t + self.wait_us {
+                break;
+            }
+            self.give_up_until(low, out);
+        }
+    }
+
+    /// One datagram from the caller, received at `now_us`.
+    pub fn handle_packet<O: LegOutputs + ?Sized>(&mut self, data: &[u8], now_us: u64, out: &mut O) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        if self.finished {
+            return;
+        }
+        // A held packet may have waited long enough even if the timer has not fired yet.
+        self.handle_timeout(now_us, out);
+        // RTCP multiplexed onto the RTP port (RFC 5761): its packet types 200-204 read as
+        // RTP payload types 72-76 with the marker bit set.
+        if data.len() >= 2 && data[0] >> 6 == 2 && (200..=204).contains(&data[1]) {
+            self.stats.unknown_pt += 1;
+            return;
+        }
+        let Ok(p) = RtpPacket::parse(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(parsed) = self.validate(&p) else {
+            return;
+        };
+        self.last_packet_us = Some(now_us);
+        self.accept(data, p.sequence_number(), parsed, now_us, out);
+    }
+
+    /// End of call: release held packets (the missing ones are lost), end a telephone-event
+    /// still under way, drain the look-ahead as final packets and close an open capture
+    /// window (`stream_ended`). Later calls do nothing.
+    pub fn finish<O: LegOutputs + ?Sized>(&mut self, out: &mut O) {
+        if self.finished {
+            return;
+        }
+        while let Some(low) = self.held.lowest() {
+            self.give_up_until(low, out);
+        }
+        if self.probation_key.take().is_some() {
+            self.stats.late += 1;
+        }
+        self.expire_event(out);
+        self.finished = true;
+        let d = self.pipe.delay();
+        let o = &mut self.out_stream;
+        let mut filled = 0;
+        match &mut self.pipe {
+            Pipe::G711 { p, outp, .. } => {
+                p.finish(&mut outp[..d], out);
+                let codec = p.config().codec;
+                for c in outp[..d].chunks(self.fill) {
+                    for (l, &b) in o.lin.iter_mut().zip(c) {
+                        *l = codec.decode_byte(b);
+                    }
+                    let lin = core::mem::take(&mut o.lin);
+                    o.send(c, &lin[..c.len()], false, out);
+                    o.lin = lin;
+                    filled += 1;
+                }
+            }
+            Pipe::L16 { p, outp, .. } => {
+                p.finish(&mut outp[..d], out);
+                for c in outp[..d].chunks(self.fill) {
+                    for (b, &s) in o.be.chunks_exact_mut(2).zip(c) {
+                        b.copy_from_slice(&s.to_be_bytes());
+                    }
+                    let be = core::mem::take(&mut o.be);
+                    o.send(&be[..c.len() * 2], c, false, out);
+                    o.be = be;
+                    filled += 1;
+                }
+            }
+        }
+        self.stats.filled_frames += filled;
+    }
+
+    /// Check the payload against the negotiated types; counts and drops what does not fit.
+    fn validate<'a>(&mut self, p: &'a RtpPacket<'a>) -> Option<Parsed<'a>> {
+        let pt = p.payload_type();
+        let payload = p.payload();
+        let kind = if pt == self.cfg.audio_pt {
+            let bad_l16 = self.cfg.codec == Codec::Pcm16 && !payload.len().is_multiple_of(2);
+            let samples = match self.cfg.codec {
+                Codec::Pcm16 => payload.len() / 2,
+                _ => payload.len(),
+            };
+            if payload.is_empty() || bad_l16 || samples > self.max_samples {
+                self.stats.malformed += 1;
+                return None;
+            }
+            Kind::Audio(payload)
+        } else if Some(pt) == self.cfg.telephone_event_pt {
+            let Ok(ev) = TelephoneEvent::parse(payload) else {
+                self.stats.malformed += 1;
+                return None;
+            };
+            Kind::Event(ev)
+        } else {
+            self.stats.unknown_pt += 1;
+            if Some(p.ssrc()) != self.ssrc_in {
+                return None;
+            }
+            Kind::Other
+        };
+        Some(Parsed {
+            ssrc: p.ssrc(),
+            ts: p.timestamp(),
+            marker: p.marker_bit(),
+            kind,
+        })
+    }
+
+    /// A valid packet enters sequencing: source changes, reordering, loss, duplicates.
+    fn accept<O: LegOutputs + ?Sized>(
+        &mut self,
+        data: &[u8],
+        seq: u16,
+        p: Parsed<'_>,
+        now_us: u64,
+        out: &mut O,
+    ) {
+        let Some(cur) = self.ssrc_in else {
+            // The very first packet: nothing to confirm it against, nothing to protect.
+            self.ssrc_in = Some(p.ssrc);
+            self.seq.start(seq);
+            out.stream(StreamEvent::FirstPacket);
+            self.release(p, out);
+            return;
+        };
+        let class = if p.ssrc == cur {
+            self.seq.classify(seq)
+        } else {
+            SeqClass::Jump
+        };
+        if matches!(p.kind, Kind::Other) && !matches!(class, SeqClass::InOrder | SeqClass::Ahead(_))
+        {
+            // Only sequenced to keep the count; never a reason to restart or hold.
+            return;
+        }
+        if class == SeqClass::Jump {
+            // A new source or numbering is believed once a second packet follows the first
+            // (RFC 3550 A.1 probation), so a stray or spoofed packet cannot derail the stream.
+            match self.probation_key {
+                Some((ps, pseq, len)) if ps == p.ssrc && pseq.wrapping_add(1) == seq => {
+                    self.probation_key = None;
+                    self.restart(p.ssrc, pseq, out);
+                    let buf = core::mem::take(&mut self.probation);
+                    if let Ok(pp) = RtpPacket::parse(&buf[..len]) {
+                        if let Some(pp) = self.validate_held(&pp) {
+                            self.release(pp, out);
+                        }
+                    }
+                    self.probation = buf;
+                    self.release(p, out);
+                }
+                _ => {
+                    if self.probation_key.is_some() {
+                        self.stats.late += 1;
+                    }
+                    if data.len() <= self.probation.len() {
+                        self.probation[..data.len()].copy_from_slice(data);
+                        self.probation_key = Some((p.ssrc, seq, data.len()));
+                    } else {
+                        self.probation_key = None;
+                        self.stats.late += 1;
+                    }
+                }
+            }
+            return;
+        }
+        if p.ssrc == cur && self.probation_key.take().is_some() {
+            // The candidate was not followed by its successor: a stray packet.
+            self.stats.late += 1;
+        }
+        match class {
+            SeqClass::InOrder => self.release(p, out),
+            SeqClass::Duplicate => self.stats.duplicate += 1,
+            SeqClass::Late => self.stats.late += 1,
+            SeqClass::Ahead(e) => {
+                if self.held.contains(e) {
+                    self.stats.duplicate += 1;
+                    return;
+                }
+                if !self.held.fits(data.len()) {
+                    // Cannot wait for the missing ones: give them up now.
+                    self.give_up_until(e, out);
+                    self.release(p, out);
+                    return;
+                }
+                if self.held.is_full() {
+                    // Make room: give up on the first gap (or on everything before this
+                    // packet, if it is earlier than all held ones).
+                    let upto = self.held.lowest().map_or(e, |l| l.min(e));
+                    self.give_up_until(upto, out);
+                    if self.seq.next() == Some(e) {
+                        self.release(p, out);
+                        return;
+                    }
+                    if self.held.contains(e) {
+                        self.stats.duplicate += 1;
+                        return;
+                    }
+                }
+                // There is room now: the oldest held packets were just released if needed.
+                self.held.insert(e, data, now_us);
+            }
+            SeqClass::Jump => {}
+        }
+    }
+
+    /// A new source or numbering starts at `seq`: finish off the old one and start over.
+    fn restart<O: LegOutputs + ?Sized>(&mut self, ssrc: u32, seq: u16, out: &mut O) {
+        while let Some(low) = self.held.lowest() {
+            self.give_up_until(low, out);
+        }
+        if Some(ssrc) != self.ssrc_in {
+            self.expire_event(out);
+            self.events.reset();
+            self.ssrc_in = Some(ssrc);
+            // A new source has its own timebase: the output carries on where it is.
+            self.next_ts = None;
+            self.event_fill_from = None;
+            self.suppress_until = None;
+            self.stats.ssrc_changes += 1;
+            out.stream(StreamEvent::SsrcChanged);
+        } else {
+            self.stats.resyncs += 1;
+            out.stream(StreamEvent::Resync);
+        }
+        self.fresh_resync = true;
+        self.out_stream.marker_pending = true;
+        self.seq.start(seq);
+    }
+
+    /// Give up on the packets missing before extended number `upto`, then release what is
+    /// held from there on in order.
+    fn give_up_until<O: LegOutputs + ?Sized>(&mut self, upto: u64, out: &mut O) {
+        self.stats.lost += self.seq.give_up_until(upto);
+        self.release_held(out);
+    }
+
+    /// Release held packets for as long as the next expected one is among them.
+    fn release_held<O: LegOutputs + ?Sized>(&mut self, out: &mut O) {
+        while let Some(next) = self.seq.next() {
+            let Some((buf, len)) = self.held.take(next) else {
+                break;
+            };
+            if let Ok(pp) = RtpPacket::parse(&buf[..len]) {
+                if let Some(pp) = self.validate_held(&pp) {
+                    self.process(pp, out);
+                }
+            }
+            self.held.give_back(buf);
+            self.seq.released();
+        }
+    }
+
+    /// Re-read a packet that was validated before it was held (never fails in practice).
+    fn validate_held<'a>(&self, p: &'a RtpPacket<'a>) -> Option<Parsed<'a>> {
+        let pt = p.payload_type();
+        let kind = if pt == self.cfg.audio_pt {
+            Kind::Audio(p.payload())
+        } else if Some(pt) == self.cfg.telephone_event_pt {
+            Kind::Event(TelephoneEvent::parse(p.payload()).ok()?)
+        } else {
+            Kind::Other
+        };
+        Some(Parsed {
+            ssrc: p.ssrc(),
+            ts: p.timestamp(),
+            marker: p.marker_bit(),
+            kind,
+        })
+    }
+
+    /// The next expected packet arrived: process it and whatever it unblocks.
+    fn release<O: LegOutputs + ?Sized>(&mut self, p: Parsed<'_>, out: &mut O) {
+        self.process(p, out);
+        self.seq.released();
+        self.release_held(out);
+    }
+
+    fn process<O: LegOutputs + ?Sized>(&mut self, p: Parsed<'_>, out: &mut O) {
+        match p.kind {
+            Kind::Audio(payload) => self.on_audio(p.ts, p.marker, payload, out),
+            Kind::Event(ev) => self.on_event(p.ssrc, p.ts, ev, out),
+            Kind::Other => {}
+        }
+    }
+
+    fn samples_of(&self, payload: &[u8]) -> usize {
+        match self.cfg.codec {
+            Codec::Pcm16 => payload.len() / 2,
+            _ => payload.len(),
+        }
+    }
+
+    /// Is a telephone-event for a key under way (started, end not seen)?
+    fn event_active(&self) -> bool {
+        matches!(self.events.current(), Some(s) if !s.event.end && s.event.digit().is_some())
+    }
+
+    fn on_audio<O: LegOutputs + ?Sized>(
+        &mut self,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+        out: &mut O,
+    ) {
+        let n = self.samples_of(payload);
+        let fresh = core::mem::take(&mut self.fresh_resync);
+        if let Some(cur) = self.events.current().copied() {
+            let late_by = ts.wrapping_sub(cur.covered_until()) as i32;
+            if self.event_active() && late_by >= self.expiry as i32 {
+                // Its end packets were lost: it ended where its last packet said.
+                self.expire_event(out);
+            }
+        }
+        match self.next_ts {
+            None => self.next_ts = Some(ts),
+            Some(exp) => {
+                let d = ts.wrapping_sub(exp) as i32 as i64;
+                if d >= 0 && !self.event_active() && !self.suppressing(ts) {
+                    // Audio has moved past the last event's time: nothing later can be
+                    // inside its fill.
+                    self.event_fill_from = None;
+                }
+                if d > 0 {
+                    if d <= self.max_fill as i64 {
+                        // Loss or a short gap: silence of the missing duration, so the
+                        // output and the detector's timeline stay whole.
+                        self.fill_silence(d as usize, out);
+                    } else {
+                        // A pause (DTX) or a new timebase: no fill. A pause shows downstream
+                        // as the same jump in our timestamps; an implausible jump does not.
+                        if d <= self.max_jump as i64 {
+                            self.out_stream.ts_jump = d as u32;
+                        }
+                        self.resync(fresh, out);
+                        self.next_ts = Some(ts);
+                    }
+                } else if d < 0 {
+                    let in_fill = self
+                        .event_fill_from
+                        .is_some_and(|f| ts.wrapping_sub(f) as i32 >= 0);
+                    if in_fill {
+                        if d + n as i64 <= 0 {
+                            // Its time was already sent as telephone-event silence.
+                            self.stats.late += 1;
+                            return;
+                        }
+                        // Partly covered: processed whole, the timeline re-anchors on it.
+                    } else {
+                        self.resync(fresh, out);
+                    }
+                    self.next_ts = Some(ts);
+                }
+            }
+        }
+        // Fail closed around telephone-events: some senders play the tone in-band as well.
+        let src = if self.event_active() || self.suppressing(ts) {
+            Src::Silence
+        } else {
+            Src::Payload(payload)
+        };
+        self.stats.audio_frames += 1;
+        self.step(src, n, marker, out);
+        self.next_ts = Some(ts.wrapping_add(n as u32));
+    }
+
+    /// Is `ts` inside the hangover after the last event's end?
+    fn suppressing(&self, ts: u32) -> bool {
+        self.suppress_until
+            .is_some_and(|u| (ts.wrapping_sub(u) as i32) < 0)
+    }
+
+    fn resync<O: LegOutputs + ?Sized>(&mut self, already_counted: bool, out: &mut O) {
+        self.out_stream.marker_pending = true;
+        self.event_fill_from = None;
+        if !already_counted {
+            self.stats.resyncs += 1;
+            out.stream(StreamEvent::Resync);
+        }
+    }
+
+    fn on_event<O: LegOutputs + ?Sized>(
+        &mut self,
+        ssrc: u32,
+        ts: u32,
+        ev: TelephoneEvent,
+        out: &mut O,
+    ) {
+        self.stats.telephone_event_packets += 1;
+        let obs = self.events.observe(ssrc, ts, ev);
+        if let Some(prev) = obs.unfinished {
+            self.event_ended(prev, out);
+        }
+        let Some(cur) = self.events.current().copied() else {
+            return;
+        };
+        // Events 16 and up (flash, line tones) are consumed and otherwise ignored.
+        let Some(digit) = cur.event.digit() else {
+            return;
+        };
+        match obs.kind {
+            Observed::Stale | Observed::Repeat => {}
+            Observed::New => {
+                self.event_fill_from = None;
+                if self.next_ts.is_none() {
+                    self.next_ts = Some(ts);
+                }
+                self.cover(cur.covered_until(), out);
+                let onset = self.to_pipeline(ts);
+                self.event_onset = onset;
+                let end = cur.event.end.then(|| onset + cur.event.duration as u64);
+                self.stats.digits_from_events += 1;
+                match &mut self.pipe {
+                    Pipe::G711 { p, .. } => p.telephone_event(digit, onset, end, out),
+                    Pipe::L16 { p, .. } => p.telephone_event(digit, onset, end, out),
+                }
+                if cur.event.end {
+                    self.suppress_until = Some(cur.covered_until().wrapping_add(self.hangover));
+                }
+            }
+            Observed::Update => self.cover(cur.covered_until(), out),
+            Observed::End => {
+                self.cover(cur.covered_until(), out);
+                self.event_ended(cur, out);
+            }
+        }
+    }
+
+    /// The current telephone-event is over without its end packet (lost, or the stream
+    /// ended or changed source).
+    fn expire_event<O: LegOutputs + ?Sized>(&mut self, out: &mut O) {
+        if let Some(st) = self.events.expire() {
+            self.event_ended(st, out);
+        }
+    }
+
+    /// Report the end of a key's event to the pipeline and start the hangover.
+    fn event_ended<O: LegOutputs + ?Sized>(&mut self, st: EventState, out: &mut O) {
+        if st.event.digit().is_none() {
+            return;
+        }
+        let end = self.event_onset + st.event.duration as u64;
+        match &mut self.pipe {
+            Pipe::G711 { p, .. } => p.telephone_event_end(end, out),
+            Pipe::L16 { p, .. } => p.telephone_event_end(end, out),
+        }
+        self.suppress_until = Some(st.covered_until().wrapping_add(self.hangover));
+    }
+
+    /// Pipeline position of input timestamp `ts` (clamped to what has been fed).
+    fn to_pipeline(&self, ts: u32) -> u64 {
+        let pos = self.pipe.in_pos();
+        let Some(next) = self.next_ts else {
+            return pos;
+        };
+        let rel = ts.wrapping_sub(next) as i32 as i64;
+        (pos as i64 + rel).clamp(0, pos as i64) as u64
+    }
+
+    /// Keep the output whole while a telephone-event replaces audio: emit whole silence
+    /// packets up to `until` (an input timestamp), if that is a plausible distance ahead.
+    fn cover<O: LegOutputs + ?Sized>(&mut self, until: u32, out: &mut O) {
+        let Some(next) = self.next_ts else {
+            return;
+        };
+        let d = until.wrapping_sub(next) as i32 as i64;
+        if d <= 0 || d > self.max_fill as i64 {
+            return;
+        }
+        let whole = (d as usize / self.fill) * self.fill;
+        if whole == 0 {
+            return;
+        }
+        self.event_fill_from.get_or_insert(next);
+        self.fill_silence(whole, out);
+    }
+
+    /// Feed `samples` of silence through the pipeline as packets of `fill_ms`, advancing the
+    /// input timeline by the same amount.
+    fn fill_silence<O: LegOutputs + ?Sized>(&mut self, samples: usize, out: &mut O) {
+        let mut left = samples;
+        while left > 0 {
+            let m = left.min(self.fill);
+            self.step(Src::Silence, m, false, out);
+            self.stats.filled_frames += 1;
+            left -= m;
+        }
+        if let Some(t) = self.next_ts.as_mut() {
+            *t = t.wrapping_add(samples as u32);
+        }
+    }
+
+    /// Push `n` samples (a payload, or silence) through the pipeline and send the result.
+    fn step<O: LegOutputs + ?Sized>(&mut self, src: Src<'_>, n: usize, marker: bool, out: &mut O) {
+        let o = &mut self.out_stream;
+        match &mut self.pipe {
+            Pipe::G711 { p, inp, outp } => {
+                let codec = p.config().codec;
+                match src {
+                    Src::Payload(b) => inp[..n].copy_from_slice(&b[..n]),
+                    Src::Silence => inp[..n].fill(codec.silence_byte()),
+                }
+                p.process(&inp[..n], &mut outp[..n], out);
+                for (l, &b) in o.lin[..n].iter_mut().zip(&outp[..n]) {
+                    *l = codec.decode_byte(b);
+                }
+                let lin = core::mem::take(&mut o.lin);
+                o.send(&outp[..n], &lin[..n], marker, out);
+                o.lin = lin;
+            }
+            Pipe::L16 { p, inp, outp } => {
+                match src {
+                    Src::Payload(b) => {
+                        for (s, c) in inp[..n].iter_mut().zip(b.chunks_exact(2)) {
+                            *s = i16::from_be_bytes([c[0], c[1]]);
+                        }
+                    }
+                    Src::Silence => inp[..n].fill(0),
+                }
+                p.process(&inp[..n], &mut outp[..n], out);
+                for (c, &s) in o.be.chunks_exact_mut(2).zip(&outp[..n]) {
+                    c.copy_from_slice(&s.to_be_bytes());
+                }
+                let be = core::mem::take(&mut o.be);
+                o.send(&be[..n * 2], &outp[..n], marker, out);
+                o.be = be;
+            }
+        }
+    }
+}
