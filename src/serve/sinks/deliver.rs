@@ -100,7 +100,7 @@ pub fn verify(secret: &[u8], header: &str, body: &[u8], tolerance_s: u64, now: u
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let nib = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
