@@ -237,6 +237,17 @@ async fn recorder_without_downstream_and_with_a_pause_open_at_the_end() {
         CallSinks::start("../x".into(), &settings, stats.clone()),
         Err(SinkError::BadCallId(_))
     ));
+    // A bad setting elsewhere fails the start before the recording file is created.
+    let bad_url = SinkSettings {
+        recording_dir: Some(dir.clone()),
+        stt_url: Some("http://127.0.0.1:9/".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        CallSinks::start("rec-4".into(), &bad_url, stats.clone()),
+        Err(SinkError::BadUrl { .. })
+    ));
+    assert!(!dir.join("rec-4.wav").exists());
     let file = dir.join("rec-2.wav");
     let bad = SinkSettings {
         recording_dir: Some(file.join("sub")),

@@ -361,11 +361,9 @@ pub(crate) async fn run_secure(
             },
         };
         let index = d.index;
-        let mut body = secure_body(&d);
+        let body = secure_body(&d);
         drop(d);
         let r = ep.deliver(&body, &mut cancel).await;
-        // Do not leave the value lying in freed memory longer than needed.
-        body.fill(0);
         drop(body);
         match r {
             Ok(()) => SinkStats::bump(&stats.secure_delivered),

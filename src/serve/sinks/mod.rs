@@ -351,11 +351,9 @@ impl CallSinks {
     ) -> Result<CallSinks, SinkError> {
         tokio::runtime::Handle::try_current().map_err(|_| SinkError::NoRuntime)?;
 
-        // Validate and prepare everything first, so a failure leaves no task behind.
-        let recording = match &settings.recording_dir {
-            Some(dir) => Some(recorder::Files::create(dir, &call_id)?),
-            None => None,
-        };
+        // Validate and prepare everything first, so a failure leaves no task behind; the
+        // recording file last, so a bad URL does not leave an empty file that would block a
+        // retry under the same call id.
         if let Some(url) = &settings.stt_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                 return Err(SinkError::BadUrl {
@@ -388,6 +386,11 @@ impl CallSinks {
                     Target::Unix(path) => deliver::Endpoint::unix(path, secret)?,
                 })
             }
+            None => None,
+        };
+
+        let recording = match &settings.recording_dir {
+            Some(dir) => Some(recorder::Files::create(dir, &call_id)?),
             None => None,
         };
 
@@ -457,8 +460,19 @@ impl CallSinks {
     }
 
     /// Hand a frame to the recorder and (caller side only) to the STT fork. Never blocks:
-    /// a full queue drops the frame and counts it.
+    /// a full queue drops the frame and counts it, as does a malformed frame (`len` over
+    /// [`MAX_FRAME`] or rate 0).
     pub fn audio(&self, frame: &AudioFrame) {
+        if frame.len as usize > MAX_FRAME || frame.rate == 0 {
+            // A malformed frame would make a sink task panic on `samples()`; drop it here.
+            if self.recorder.is_some() {
+                SinkStats::bump(&self.stats.recorder_dropped);
+            }
+            if self.stt.is_some() && frame.side == Side::Caller {
+                SinkStats::bump(&self.stats.stt_dropped);
+            }
+            return;
+        }
         if let Some(r) = &self.recorder {
             if r.frames.try_send(*frame).is_err() {
                 SinkStats::bump(&self.stats.recorder_dropped);

@@ -104,7 +104,6 @@ impl Files {
         let wav_path = dir.join(format!("{call_id}.wav"));
         let file = File::options()
             .write(true)
-            .read(true)
             .create_new(true)
             .open(&wav_path)
             .map_err(|source| SinkError::Recording {

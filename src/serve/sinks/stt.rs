@@ -266,6 +266,7 @@ pub(crate) async fn run(
     let mut retry_at = Instant::now();
     let mut connected_at = Instant::now();
     let mut log = LogLimit::new(Duration::from_secs(10));
+    let mut rs_log = LogLimit::new(Duration::from_secs(10));
     // Called when a connection attempt fails or a connection is lost.
     let mut lost = |why: &str, connected_at: Option<Instant>, retry_at: &mut Instant| {
         SinkStats::bump(&stats.stt_errors);
@@ -317,7 +318,9 @@ pub(crate) async fn run(
                     if let Err(e) = stream.push(&f) {
                         SinkStats::bump(&stats.stt_errors);
                         SinkStats::bump(&stats.stt_dropped);
-                        tracing::warn!(%call_id, error = %e, "speech-to-text resampler failed");
+                        if let Some(suppressed) = rs_log.allow() {
+                            tracing::warn!(%call_id, error = %e, suppressed, "speech-to-text resampler failed");
+                        }
                         stream.conv = None;
                         continue;
                     }
