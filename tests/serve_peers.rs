@@ -282,7 +282,8 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
     let st = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i", &fixture])
         .args(["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1", "-f", "rtp"])
-        .arg(format!("rtp://{caller}"))
+        // 20 ms packets (160 bytes of payload), as a SIP phone sends them.
+        .arg(format!("rtp://{caller}?pkt_size=172"))
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -433,7 +434,7 @@ fn uac(digits: &[&str]) -> String {
     ]]>
   </send>
   <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>
-  <pause milliseconds="3000"/>
+  <pause milliseconds="7500"/>
 {plays}  <send retrans="500">
     <![CDATA[
       BYE sip:pay@[remote_ip]:[remote_port] SIP/2.0
@@ -477,18 +478,19 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
     let ev = gateway::follow_events(gw.api, "/v1/calls/sipp-1/events", None, Duration::from_secs(40));
     std::os::unix::fs::symlink(pcaps, dir.join("pcap")).unwrap();
     std::fs::write(dir.join("uas.xml"), UAS.replace("GATEWAY_PORT", &port)).unwrap();
-    let keys = ["4", "1", "5", "pound"];
+    // The captures come from one session; played in their order, as a phone sends them.
+    let keys = ["1", "4", "5", "pound"];
     std::fs::write(dir.join("uac.xml"), uac(&keys)).unwrap();
     let sip_uas = free_udp_port();
-    let uas = Command::new("sipp")
+    let mut uas = Command::new("sipp")
         .current_dir(&dir)
         .args(["-sf", "uas.xml", "-i", "127.0.0.1", "-p", &sip_uas.to_string(), "-m", "1"])
-        .args(["-bg", "-trace_err"])
+        .args(["-nostdin", "-timeout", "40s", "-timeout_error"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(uas.success());
+    std::thread::sleep(Duration::from_millis(300));
     let st = Command::new("sipp")
         .current_dir(&dir)
         .args(["-sf", "uac.xml", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s"])
@@ -499,11 +501,17 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
         .status()
         .unwrap();
     assert!(st.success(), "sipp UAC failed");
+    let uas_ok = wait_for(Duration::from_secs(5), || uas.try_wait().unwrap());
+    if uas_ok.is_none() {
+        let _ = uas.kill();
+    }
+    assert!(uas_ok.is_some_and(|s| s.success()), "sipp UAS failed");
     std::thread::sleep(Duration::from_millis(300));
     let end = gw.json("DELETE", "/v1/calls/sipp-1", None);
     let events = ev.join().unwrap();
     let got: Vec<_> = rx.join().iter().map(|p| parse(p)).collect();
-    assert!(got.len() > 100, "downstream got {} packets", got.len());
+    // 7.1 s of speech (236 packets of 30 ms) and the keys' silence fill.
+    assert!(got.len() >= 236, "downstream got {} packets; {end}", got.len());
     for p in &got {
         assert_eq!(p.pt, 8, "a telephone-event or foreign packet went downstream");
     }
@@ -515,7 +523,7 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
         .flat_map(|p| p.payload.iter().map(|&b| tonewall::codec::alaw_to_linear(b)))
         .collect();
     assert_eq!(common::multimon_digits(&pcm).unwrap(), "");
-    let want = "415#";
+    let want = "145#";
     let d = wait_for(Duration::from_secs(5), || {
         let d = secure_digits(&secure.lock().unwrap());
         (d.len() >= want.len()).then_some(d)
