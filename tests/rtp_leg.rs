@@ -482,6 +482,52 @@ fn reorder_beyond_the_wait_goes_through_the_timer() {
     assert!(audio[6 * 160..7 * 160].iter().all(|&s| s != silence));
 }
 
+/// A packet too big for a reorder slot (a huge header extension) cannot wait: the gap
+/// before it is lost, what is held before it goes first, and the stream stays in order.
+#[test]
+fn a_packet_too_big_to_hold_releases_in_order() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let mut caller = Caller::new(&cfg, 24, 0, 0);
+    let mut pkts: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| caller.audio(&[100 * i as i16 + 100; 160], false))
+        .collect();
+    let p7 = RtpPacket::parse(&pkts[7]).unwrap();
+    let big = RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(0)
+        .sequence_number(p7.sequence_number())
+        .timestamp(p7.timestamp())
+        .ssrc(24)
+        .extension(0xBEDE, &[0u8; 1600][..])
+        .payload(p7.payload())
+        .write_vec()
+        .unwrap();
+    pkts[7] = big;
+    // 0-4, 6 (held), 7 (too big), 5 (late), 8, 9; all within the reorder wait.
+    let order = [0, 1, 2, 3, 4, 6, 7, 5, 8, 9];
+    let input: Vec<Datagram> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (pkts[k].clone(), i as u64 * 1000))
+        .collect();
+    let (sink, st, delay) = run(cfg, &input);
+    assert_eq!((st.lost, st.late, st.filled_frames), (1, 1, 2));
+    let rx = received(&sink, &cfg);
+    assert!(rx.jumps.is_empty());
+    let audio = sink_audio(&sink, &rx, delay, 8000);
+    // Packet k's level is 100 * (k + 1); 5 became silence.
+    let level: Vec<i16> = audio.chunks(160).map(|c| c[80]).collect();
+    let want: Vec<i16> = (0..10)
+        .map(|k| {
+            if k == 5 {
+                silence_linear(Codec::Pcmu)
+            } else {
+                ulaw_to_linear(linear_to_ulaw(100 * k + 100))
+            }
+        })
+        .collect();
+    assert_eq!(level, want);
+}
+
 #[test]
 fn duplicates_are_dropped_and_counted() {
     let cfg = config(Codec::Pcmu, 8000, 0);

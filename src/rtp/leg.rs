@@ -684,9 +684,11 @@ impl CallerLeg {
                     let buf = core::mem::take(&mut self.probation);
                     if let Ok(pp) = RtpPacket::parse(&buf[..len]) {
                         if let Some(pp) = self.validate_held(&pp) {
-                            self.release(pp, out);
+                            self.process(pp, out);
                         }
                     }
+                    // Its number is used up whatever happened to it.
+                    self.seq.released();
                     self.probation = buf;
                     self.release(p, out);
                 }
@@ -718,28 +720,18 @@ impl CallerLeg {
                     self.stats.duplicate += 1;
                     return;
                 }
-                if !self.held.fits(data.len()) {
-                    // Cannot wait for the missing ones: give them up now.
-                    self.give_up_until(e, out);
-                    self.release(p, out);
-                    return;
-                }
                 if self.held.is_full() {
                     // Make room: give up on the first gap (or on everything before this
                     // packet, if it is earlier than all held ones).
                     let upto = self.held.lowest().map_or(e, |l| l.min(e));
                     self.give_up_until(upto, out);
-                    if self.seq.next() == Some(e) {
-                        self.release(p, out);
-                        return;
-                    }
-                    if self.held.contains(e) {
-                        self.stats.duplicate += 1;
-                        return;
-                    }
                 }
-                // There is room now: the oldest held packets were just released if needed.
-                self.held.insert(e, data, now_us);
+                if self.seq.next() == Some(e) || !self.held.insert(e, data, now_us) {
+                    // Next in line now, or it cannot be held (no window, too big): whatever
+                    // is still missing before it is lost, and it goes out now.
+                    self.give_up_until(e, out);
+                    self.release(p, out);
+                }
             }
             SeqClass::Jump => {}
         }
@@ -769,10 +761,27 @@ impl CallerLeg {
         self.seq.start(seq);
     }
 
-    /// Give up on the packets missing before extended number `upto`, then release what is
-    /// held from there on in order.
+    /// Give up on the packets missing before extended number `upto` (held ones among them are
+    /// released in order), then release what is held from there on.
     fn give_up_until<O: LegOutputs + ?Sized>(&mut self, upto: u64, out: &mut O) {
-        self.stats.lost += self.seq.give_up_until(upto);
+        // Nothing held may sit below the next number (it could never be released and the
+        // timer would spin); drop any such packet as late rather than trust the invariant.
+        if let Some(next) = self.seq.next() {
+            while let Some(low) = self.held.lowest().filter(|&l| l < next) {
+                if let Some((buf, _)) = self.held.take(low) {
+                    self.held.give_back(buf);
+                }
+                self.stats.late += 1;
+            }
+        }
+        // At most MAX_DROPOUT steps: `upto` is a held or arriving packet's number.
+        while let Some(next) = self.seq.next().filter(|&n| n < upto) {
+            if self.held.contains(next) {
+                self.release_held(out);
+            } else {
+                self.stats.lost += self.seq.give_up_until(next + 1);
+            }
+        }
         self.release_held(out);
     }
 
