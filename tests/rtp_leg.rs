@@ -860,7 +860,7 @@ fn random_valid_packet_sequences_keep_the_output_whole() {
         let frame = rate / 50;
         for i in 0..20_000 {
             let r = rng.next_u64();
-            let src = usize::from(r % 50 == 0);
+            let src = usize::from(r.is_multiple_of(50));
             let ssrc = [0xA, 0xB][src];
             let step: i32 = match r % 20 {
                 0 => -(((r >> 8) % 120) as i32),
@@ -1130,6 +1130,32 @@ fn telephone_event_whose_end_packets_are_lost_still_ends() {
     let audio: Vec<i16> = sink.audio.iter().flat_map(|(_, s)| s.clone()).collect();
     let tail = &audio[audio.len() - 800..];
     assert!(tail.iter().any(|&s| s != silence));
+}
+
+/// A sender that restarts its clock (same SSRC, numbering goes on) may give the next key
+/// press an older timestamp than the last: it is still a new key press.
+#[test]
+fn telephone_event_after_a_timestamp_restart_is_a_new_digit() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let mut caller = Caller::new(&cfg, 25, 0, 3_000_000);
+    let x = vec![400i16; 160];
+    let mut pkts = Vec::new();
+    for key in [1u8, 2] {
+        pkts.extend((0..5).map(|_| caller.audio(&x, false)));
+        let ets = caller.ts;
+        pkts.push(caller.event(ets, key, false, 160, true));
+        for _ in 0..3 {
+            pkts.push(caller.event(ets, key, true, 320, false));
+        }
+        caller.ts = caller.ts.wrapping_add(320);
+        pkts.extend((0..5).map(|_| caller.audio(&x, false)));
+        // The clock restarts a million samples back.
+        caller.ts = caller.ts.wrapping_sub(1_000_000);
+    }
+    let (sink, st, _) = run(cfg, &paced(pkts));
+    assert_eq!(sink.secure(), "12");
+    assert_eq!(st.resyncs, 1);
+    assert!(received(&sink, &cfg).jumps.is_empty());
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod telephone_event;
 
 pub use leg::{
     CallerLeg, LegConfig, LegError, LegOutputs, LegStats, StreamEvent, EVENT_EXPIRY_MS,
-    EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS, MAX_REORDER_WINDOW, MAX_TS_JUMP_S,
+    EVENT_FORGET_MS, EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS, MAX_REORDER_WINDOW,
+    MAX_TS_JUMP_S,
 };
 pub use telephone_event::{TelephoneEvent, TelephoneEventError};
