@@ -482,6 +482,52 @@ fn reorder_beyond_the_wait_goes_through_the_timer() {
     assert!(audio[6 * 160..7 * 160].iter().all(|&s| s != silence));
 }
 
+/// A packet too big for a reorder slot (a huge header extension) cannot wait: the gap
+/// before it is lost, what is held before it goes first, and the stream stays in order.
+#[test]
+fn a_packet_too_big_to_hold_releases_in_order() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let mut caller = Caller::new(&cfg, 24, 0, 0);
+    let mut pkts: Vec<Vec<u8>> = (0..10u8)
+        .map(|i| caller.audio(&[100 * i as i16 + 100; 160], false))
+        .collect();
+    let p7 = RtpPacket::parse(&pkts[7]).unwrap();
+    let big = RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(0)
+        .sequence_number(p7.sequence_number())
+        .timestamp(p7.timestamp())
+        .ssrc(24)
+        .extension(0xBEDE, &[0u8; 1600][..])
+        .payload(p7.payload())
+        .write_vec()
+        .unwrap();
+    pkts[7] = big;
+    // 0-4, 6 (held), 7 (too big), 5 (late), 8, 9; all within the reorder wait.
+    let order = [0, 1, 2, 3, 4, 6, 7, 5, 8, 9];
+    let input: Vec<Datagram> = order
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (pkts[k].clone(), i as u64 * 1000))
+        .collect();
+    let (sink, st, delay) = run(cfg, &input);
+    assert_eq!((st.lost, st.late, st.filled_frames), (1, 1, 2));
+    let rx = received(&sink, &cfg);
+    assert!(rx.jumps.is_empty());
+    let audio = sink_audio(&sink, &rx, delay, 8000);
+    // Packet k's level is 100 * (k + 1); 5 became silence.
+    let level: Vec<i16> = audio.chunks(160).map(|c| c[80]).collect();
+    let want: Vec<i16> = (0..10)
+        .map(|k| {
+            if k == 5 {
+                silence_linear(Codec::Pcmu)
+            } else {
+                ulaw_to_linear(linear_to_ulaw(100 * k + 100))
+            }
+        })
+        .collect();
+    assert_eq!(level, want);
+}
+
 #[test]
 fn duplicates_are_dropped_and_counted() {
     let cfg = config(Codec::Pcmu, 8000, 0);
@@ -794,6 +840,99 @@ fn random_and_mutated_packets_never_break_the_leg() {
     received(&sink, &cfg16);
 }
 
+/// State-machine fuzz: 20,000 well-formed packets with random sequence steps (reordering,
+/// loss, duplicates, restarts), two sources, random timestamp steps (gaps, DTX, going
+/// back), audio, telephone-events (random codes, ends, durations) and other payload types,
+/// random arrival times and capture-window calls. Whatever happens, the output is one
+/// contiguous stream and the sinks get exactly the downstream audio.
+#[test]
+fn random_valid_packet_sequences_keep_the_output_whole() {
+    for (codec, rate, seed) in [(Codec::Pcmu, 8000, 1u64), (Codec::Pcm16, 16_000, 2)] {
+        let cfg = LegConfig {
+            reorder_window: 3,
+            ..config(codec, rate, 0)
+        };
+        let mut rng = Rng::new(0x5EED_0000 + seed);
+        let mut leg = CallerLeg::new(cfg, ChannelId(0)).unwrap();
+        let mut sink = Sink::default();
+        let (mut seq, mut ts) = ([0u16, 40_000], [0u32, 1 << 31]);
+        let mut t = 0u64;
+        let frame = rate / 50;
+        for i in 0..20_000 {
+            let r = rng.next_u64();
+            let src = usize::from(r.is_multiple_of(50));
+            let ssrc = [0xA, 0xB][src];
+            let step: i32 = match r % 20 {
+                0 => -(((r >> 8) % 120) as i32),
+                1 => ((r >> 8) % 150) as i32,
+                2 => 0,
+                3 if r % 1000 == 3 => 20_000,
+                _ => 1,
+            };
+            seq[src] = seq[src].wrapping_add(step as u16);
+            let tstep: i64 = match (r >> 16) % 30 {
+                0 => -(((r >> 24) % 20_000) as i64),
+                1 => ((r >> 24) % 50_000) as i64,
+                2 => 0,
+                _ => frame as i64,
+            };
+            ts[src] = ts[src].wrapping_add(tstep as u32);
+            let kind = (r >> 40) % 10;
+            let pkt = if kind < 7 {
+                let n = [frame / 2, frame, frame * 2][((r >> 44) % 3) as usize] as usize;
+                let x: Vec<i16> = (0..n).map(|_| (rng.next_u64() % 2000) as i16).collect();
+                rtp(
+                    0,
+                    r >> 50 & 1 == 1,
+                    seq[src],
+                    ts[src],
+                    ssrc,
+                    &encode(codec, &x),
+                )
+            } else if kind < 9 {
+                let code = ((r >> 44) % 20) as u8;
+                let end = r >> 50 & 3 == 0;
+                let dur = ((r >> 52) % 3000) as u16;
+                let d = dur.to_be_bytes();
+                let back = ((r >> 56) % 4) * frame as u64;
+                let ets = ts[src].wrapping_sub(back as u32);
+                rtp(
+                    TE_PT,
+                    false,
+                    seq[src],
+                    ets,
+                    ssrc,
+                    &[code, (end as u8) << 7, d[0], d[1]],
+                )
+            } else {
+                rtp(13, false, seq[src], ts[src], ssrc, &[1])
+            };
+            t += (rng.next_u64() % 40_000) + 1;
+            if let Some(d) = leg.poll_timeout() {
+                if d <= t && i % 3 == 0 {
+                    leg.handle_timeout(t, &mut sink);
+                }
+            }
+            leg.handle_packet(&pkt, t, &mut sink);
+            match i % 2000 {
+                500 => leg.open_capture(Some(3), None, &mut sink),
+                1500 => leg.close_capture(&mut sink),
+                _ => {}
+            }
+        }
+        leg.finish(&mut sink);
+        assert_eq!(leg.poll_timeout(), None);
+        let st = leg.stats();
+        assert!(
+            st.lost > 0 && st.late > 0 && st.duplicate > 0 && st.resyncs > 0,
+            "{st:?}"
+        );
+        assert!(st.ssrc_changes > 0 && st.digits_from_events > 0, "{st:?}");
+        let rx = received(&sink, &cfg);
+        sink_audio(&sink, &rx, leg.delay(), rate);
+    }
+}
+
 #[test]
 fn unknown_payload_types_are_dropped_but_keep_their_sequence_numbers() {
     let cfg = config(Codec::Pcmu, 8000, 0);
@@ -991,6 +1130,32 @@ fn telephone_event_whose_end_packets_are_lost_still_ends() {
     let audio: Vec<i16> = sink.audio.iter().flat_map(|(_, s)| s.clone()).collect();
     let tail = &audio[audio.len() - 800..];
     assert!(tail.iter().any(|&s| s != silence));
+}
+
+/// A sender that restarts its clock (same SSRC, numbering goes on) may give the next key
+/// press an older timestamp than the last: it is still a new key press.
+#[test]
+fn telephone_event_after_a_timestamp_restart_is_a_new_digit() {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let mut caller = Caller::new(&cfg, 25, 0, 3_000_000);
+    let x = vec![400i16; 160];
+    let mut pkts = Vec::new();
+    for key in [1u8, 2] {
+        pkts.extend((0..5).map(|_| caller.audio(&x, false)));
+        let ets = caller.ts;
+        pkts.push(caller.event(ets, key, false, 160, true));
+        for _ in 0..3 {
+            pkts.push(caller.event(ets, key, true, 320, false));
+        }
+        caller.ts = caller.ts.wrapping_add(320);
+        pkts.extend((0..5).map(|_| caller.audio(&x, false)));
+        // The clock restarts a million samples back.
+        caller.ts = caller.ts.wrapping_sub(1_000_000);
+    }
+    let (sink, st, _) = run(cfg, &paced(pkts));
+    assert_eq!(sink.secure(), "12");
+    assert_eq!(st.resyncs, 1);
+    assert!(received(&sink, &cfg).jumps.is_empty());
 }
 
 #[test]

@@ -31,6 +31,9 @@ pub const EVENT_HANGOVER_MS: u32 = 40;
 /// A telephone-event whose end packets never arrive is taken as over once audio runs this far
 /// past the time its last packet covered (senders update at least every 50 ms or so).
 pub const EVENT_EXPIRY_MS: u32 = 250;
+/// An ended telephone-event is forgotten once audio is this far past it (late copies of its
+/// packets are long gone by then).
+pub const EVENT_FORGET_MS: u32 = 10_000;
 /// A forward timestamp jump larger than this is not a pause but a new timebase: the output
 /// continues contiguously instead of jumping with it.
 pub const MAX_TS_JUMP_S: u32 = 60;
@@ -309,6 +312,8 @@ pub struct CallerLeg {
     max_fill: u32,
     hangover: u32,
     expiry: u32,
+    /// Samples after which an ended event is forgotten.
+    forget: u32,
     max_jump: u32,
     held: ReorderBuffer,
     wait_us: u64,
@@ -435,6 +440,7 @@ impl CallerLeg {
             max_fill: samples(cfg.max_fill_ms) as u32,
             hangover: samples(EVENT_HANGOVER_MS) as u32,
             expiry: samples(EVENT_EXPIRY_MS) as u32,
+            forget: samples(EVENT_FORGET_MS) as u32,
             max_jump: (MAX_TS_JUMP_S as u64 * cfg.rate as u64).min(i32::MAX as u64) as u32,
             held: ReorderBuffer::new(cfg.reorder_window as usize, slot),
             wait_us: cfg.reorder_wait_ms as u64 * 1000,
@@ -684,9 +690,11 @@ impl CallerLeg {
                     let buf = core::mem::take(&mut self.probation);
                     if let Ok(pp) = RtpPacket::parse(&buf[..len]) {
                         if let Some(pp) = self.validate_held(&pp) {
-                            self.release(pp, out);
+                            self.process(pp, out);
                         }
                     }
+                    // Its number is used up whatever happened to it.
+                    self.seq.released();
                     self.probation = buf;
                     self.release(p, out);
                 }
@@ -718,28 +726,18 @@ impl CallerLeg {
                     self.stats.duplicate += 1;
                     return;
                 }
-                if !self.held.fits(data.len()) {
-                    // Cannot wait for the missing ones: give them up now.
-                    self.give_up_until(e, out);
-                    self.release(p, out);
-                    return;
-                }
                 if self.held.is_full() {
                     // Make room: give up on the first gap (or on everything before this
                     // packet, if it is earlier than all held ones).
                     let upto = self.held.lowest().map_or(e, |l| l.min(e));
                     self.give_up_until(upto, out);
-                    if self.seq.next() == Some(e) {
-                        self.release(p, out);
-                        return;
-                    }
-                    if self.held.contains(e) {
-                        self.stats.duplicate += 1;
-                        return;
-                    }
                 }
-                // There is room now: the oldest held packets were just released if needed.
-                self.held.insert(e, data, now_us);
+                if self.seq.next() == Some(e) || !self.held.insert(e, data, now_us) {
+                    // Next in line now, or it cannot be held (no window, too big): whatever
+                    // is still missing before it is lost, and it goes out now.
+                    self.give_up_until(e, out);
+                    self.release(p, out);
+                }
             }
             SeqClass::Jump => {}
         }
@@ -769,10 +767,27 @@ impl CallerLeg {
         self.seq.start(seq);
     }
 
-    /// Give up on the packets missing before extended number `upto`, then release what is
-    /// held from there on in order.
+    /// Give up on the packets missing before extended number `upto` (held ones among them are
+    /// released in order), then release what is held from there on.
     fn give_up_until<O: LegOutputs + ?Sized>(&mut self, upto: u64, out: &mut O) {
-        self.stats.lost += self.seq.give_up_until(upto);
+        // Nothing held may sit below the next number (it could never be released and the
+        // timer would spin); drop any such packet as late rather than trust the invariant.
+        if let Some(next) = self.seq.next() {
+            while let Some(low) = self.held.lowest().filter(|&l| l < next) {
+                if let Some((buf, _)) = self.held.take(low) {
+                    self.held.give_back(buf);
+                }
+                self.stats.late += 1;
+            }
+        }
+        // At most MAX_DROPOUT steps: `upto` is a held or arriving packet's number.
+        while let Some(next) = self.seq.next().filter(|&n| n < upto) {
+            if self.held.contains(next) {
+                self.release_held(out);
+            } else {
+                self.stats.lost += self.seq.give_up_until(next + 1);
+            }
+        }
         self.release_held(out);
     }
 
@@ -847,11 +862,22 @@ impl CallerLeg {
         let n = self.samples_of(payload);
         let fresh = core::mem::take(&mut self.fresh_resync);
         if let Some(cur) = self.events.current().copied() {
-            let late_by = ts.wrapping_sub(cur.covered_until()) as i32;
-            if self.event_active() && late_by >= self.expiry as i32 {
+            let late_by = ts.wrapping_sub(cur.covered_until()) as i32 as i64;
+            if self.event_active() && late_by >= self.expiry as i64 {
                 // Its end packets were lost: it ended where its last packet said.
                 self.expire_event(out);
+            } else if !self.event_active() && late_by >= self.forget as i64 {
+                // Long over: forget it before wrap-around arithmetic could make a new event
+                // look older than it.
+                self.events.reset();
             }
+        }
+        if self
+            .suppress_until
+            .is_some_and(|u| ts.wrapping_sub(u) as i32 >= 0)
+        {
+            // Past the hangover; clearing it keeps the comparison from wrapping later.
+            self.suppress_until = None;
         }
         match self.next_ts {
             None => self.next_ts = Some(ts),
@@ -911,9 +937,15 @@ impl CallerLeg {
             .is_some_and(|u| (ts.wrapping_sub(u) as i32) < 0)
     }
 
+    /// The input's timestamps jumped: start a new timebase. Event bookkeeping keyed on the
+    /// old timestamps goes too (a restarted clock could make a new key press look older than
+    /// the last one, and it would be dropped as stale).
     fn resync<O: LegOutputs + ?Sized>(&mut self, already_counted: bool, out: &mut O) {
         self.out_stream.marker_pending = true;
         self.event_fill_from = None;
+        self.expire_event(out);
+        self.events.reset();
+        self.suppress_until = None;
         if !already_counted {
             self.stats.resyncs += 1;
             out.stream(StreamEvent::Resync);

@@ -11,10 +11,11 @@
 //!
 //! The RTP header is parsed and written with `rtp-types` (by GStreamer's maintainers): a
 //! zero-copy parser over `&[u8]` and a builder that writes into a caller's `&mut [u8]`, with
-//! no async, `bytes` or allocation in its path. webrtc-rs's `rtp` crate was the alternative;
-//! it pulls in the `bytes`/async stack of webrtc-rs and allocates `Bytes` per packet, which
-//! the sans-IO core (built with `--no-default-features`) must not depend on. Only the 4-byte
-//! RFC 4733 payload is parsed by hand, in [`telephone_event`], with a fuzz test.
+//! no async, `bytes` or allocation in its path (its only dependencies are `smallvec` and
+//! `thiserror`). webrtc-rs's `rtp` crate was the alternative; it is built on `bytes`, parses
+//! into owned `Bytes` buffers and comes with webrtc-rs's support crates: a stack the sans-IO
+//! core (built with `--no-default-features`) has no use for. Only the 4-byte RFC 4733
+//! payload is parsed by hand, in [`telephone_event`], with a fuzz test.
 
 mod leg;
 pub mod reorder;
@@ -22,6 +23,7 @@ pub mod telephone_event;
 
 pub use leg::{
     CallerLeg, LegConfig, LegError, LegOutputs, LegStats, StreamEvent, EVENT_EXPIRY_MS,
-    EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS, MAX_REORDER_WINDOW, MAX_TS_JUMP_S,
+    EVENT_FORGET_MS, EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS, MAX_REORDER_WINDOW,
+    MAX_TS_JUMP_S,
 };
 pub use telephone_event::{TelephoneEvent, TelephoneEventError};

@@ -148,11 +148,6 @@ impl ReorderBuffer {
         self.held >= self.slots.len()
     }
 
-    /// Could a packet of `len` bytes be held at all?
-    pub fn fits(&self, len: usize) -> bool {
-        len <= self.slot_size && !self.slots.is_empty()
-    }
-
     /// Is packet `seq` held?
     pub fn contains(&self, seq: u64) -> bool {
         self.slots.iter().any(|s| s.len > 0 && s.seq == seq)
@@ -236,6 +231,7 @@ mod tests {
         let mut b = ReorderBuffer::new(2, 8);
         assert!(b.insert(10, &[1, 2, 3], 100));
         assert!(!b.insert(11, &[0; 9], 100), "too big");
+        assert!(!ReorderBuffer::new(0, 8).insert(1, &[1], 0), "no window");
         assert!(b.insert(12, &[4], 200));
         assert!(b.is_full());
         assert!(!b.insert(13, &[5], 300));
