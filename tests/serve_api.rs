@@ -27,8 +27,14 @@ fn health_metrics_and_validation() {
     }
     for (req, what) in [
         (r#"{"downstream":"127.0.0.1:9","codec":"opus"}"#, "codec"),
-        (r#"{"downstream":"127.0.0.1:9","lookahead_ms":41}"#, "lookahead"),
-        (r#"{"downstream":"127.0.0.1:9","codec":"pcmu","rate":16000}"#, "G.711"),
+        (
+            r#"{"downstream":"127.0.0.1:9","lookahead_ms":41}"#,
+            "lookahead",
+        ),
+        (
+            r#"{"downstream":"127.0.0.1:9","codec":"pcmu","rate":16000}"#,
+            "G.711",
+        ),
         (r#"{"downstream":"127.0.0.1:9","call_id":"a b"}"#, "call_id"),
         (r#"{"downstream":"nowhere"}"#, "address"),
         (r#"{"downstream":"127.0.0.1:9","bogus":1}"#, "unknown field"),
@@ -54,12 +60,25 @@ fn bearer_token_is_enforced() {
     let mut gw = Gateway::start_with("api-auth", "[sinks]\n", Some("s3cret-token"));
     let api = gw.api;
     assert_eq!(gateway::http(api, "GET", "/metrics", None, None).0, 401);
-    assert_eq!(gateway::http(api, "GET", "/metrics", None, Some("wrong")).0, 401);
     assert_eq!(
-        gateway::http(api, "POST", "/v1/calls", Some(r#"{"downstream":"127.0.0.1:9"}"#), None).0,
+        gateway::http(api, "GET", "/metrics", None, Some("wrong")).0,
         401
     );
-    assert_eq!(gateway::http(api, "GET", "/metrics", None, Some("s3cret-token")).0, 200);
+    assert_eq!(
+        gateway::http(
+            api,
+            "POST",
+            "/v1/calls",
+            Some(r#"{"downstream":"127.0.0.1:9"}"#),
+            None
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        gateway::http(api, "GET", "/metrics", None, Some("s3cret-token")).0,
+        200
+    );
     // Health stays open for load balancers.
     assert_eq!(gateway::http(api, "GET", "/healthz", None, None).0, 200);
     assert!(gw.stop().success());
@@ -93,15 +112,26 @@ fn non_loopback_without_token_is_refused() {
 
 #[test]
 fn explicit_capture_window_pauses_recording_and_closes_by_count() {
-    let gw = Gateway::start("api-capture", "[media.pipeline.capture]\nauto_open = false\n[sinks]\n");
+    let gw = Gateway::start(
+        "api-capture",
+        "[media.pipeline.capture]\nauto_open = false\n[sinks]\n",
+    );
     let rx = Receiver::start(Duration::from_millis(500), Duration::from_secs(20));
     let c = gw.json(
         "POST",
         "/v1/calls",
-        Some(&format!(r#"{{"downstream":"{}","call_id":"cap-1"}}"#, rx.addr)),
+        Some(&format!(
+            r#"{{"downstream":"{}","call_id":"cap-1"}}"#,
+            rx.addr
+        )),
     );
     let caller: std::net::SocketAddr = c["caller_rtp"].as_str().unwrap().parse().unwrap();
-    let ev = gateway::follow_events(gw.api, "/v1/calls/cap-1/events", None, Duration::from_secs(20));
+    let ev = gateway::follow_events(
+        gw.api,
+        "/v1/calls/cap-1/events",
+        None,
+        Duration::from_secs(20),
+    );
     let open = gw.json(
         "POST",
         "/v1/calls/cap-1/capture",
@@ -132,7 +162,12 @@ fn explicit_capture_window_pauses_recording_and_closes_by_count() {
     assert_eq!(end["ended"], "api");
     let events = ev.join().unwrap();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
-    let pos = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    let pos = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
     assert!(pos("capture_opened") < pos("recording_pause"));
     assert!(pos("recording_pause") < pos("capture_closed"));
     assert!(pos("capture_closed") < pos("recording_resume"));
@@ -152,11 +187,18 @@ fn explicit_capture_window_pauses_recording_and_closes_by_count() {
 #[test]
 fn sigterm_ends_calls_and_exits_cleanly() {
     let mut gw = Gateway::start("api-term", "[sinks]\n");
-    gw.json("POST", "/v1/calls", Some(r#"{"downstream":"127.0.0.1:9","call_id":"t1"}"#));
+    gw.json(
+        "POST",
+        "/v1/calls",
+        Some(r#"{"downstream":"127.0.0.1:9","call_id":"t1"}"#),
+    );
     let ev = gateway::follow_events(gw.api, "/v1/calls/t1/events", None, Duration::from_secs(20));
     assert!(gw.stop().success(), "{}", gw.log());
     let events = ev.join().unwrap();
-    let ended: Vec<_> = events.iter().filter(|e| e["event"] == "call_ended").collect();
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "call_ended")
+        .collect();
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["reason"], "shutdown");
 }

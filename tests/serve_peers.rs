@@ -30,7 +30,10 @@ fn need(tool: &str) {
 }
 
 /// A webhook receiver: answers 200 and keeps (signature header, body) of each POST.
-fn webhook_server() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
+/// (signature header, body) of each webhook received.
+type Hooks = Arc<Mutex<Vec<(String, String)>>>;
+
+fn webhook_server() -> (SocketAddr, Hooks) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -73,8 +76,7 @@ fn webhook_server() -> (SocketAddr, Arc<Mutex<Vec<(String, String)>>>) {
                     g.lock()
                         .unwrap()
                         .push((sig, String::from_utf8_lossy(&body).to_string()));
-                    if s
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                         .is_err()
                     {
                         return;
@@ -122,7 +124,9 @@ fn stt_server() -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
             use futures_util::StreamExt;
             let l = tokio::net::TcpListener::from_std(std_l).unwrap();
             loop {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
                 let g = g.clone();
                 tokio::spawn(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
@@ -145,7 +149,7 @@ fn free_udp_port() -> u16 {
     loop {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = s.local_addr().unwrap().port();
-        if p % 2 == 0 && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p.is_multiple_of(2) && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok() {
             return p;
         }
     }
@@ -188,11 +192,20 @@ fn secure_digits(lines: &[String]) -> String {
         .map(|l| {
             let (sig, body) = l.split_once('\t').expect("signature TAB body");
             assert!(
-                tonewall::serve::sinks::verify(SECURE_SECRET.as_bytes(), sig, body.as_bytes(), 300, now),
+                tonewall::serve::sinks::verify(
+                    SECURE_SECRET.as_bytes(),
+                    sig,
+                    body.as_bytes(),
+                    300,
+                    now
+                ),
                 "bad secure-sink signature"
             );
             let j: serde_json::Value = serde_json::from_str(body).unwrap();
-            (j["index"].as_u64().unwrap(), j["digit"].as_str().unwrap().to_string())
+            (
+                j["index"].as_u64().unwrap(),
+                j["digit"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     v.sort();
@@ -207,11 +220,20 @@ fn check_webhooks(hooks: &[(String, String)], secret_values: &str) -> usize {
         .as_secs();
     for (sig, body) in hooks {
         assert!(
-            tonewall::serve::sinks::verify(WEBHOOK_SECRET.as_bytes(), sig, body.as_bytes(), 300, now),
+            tonewall::serve::sinks::verify(
+                WEBHOOK_SECRET.as_bytes(),
+                sig,
+                body.as_bytes(),
+                300,
+                now
+            ),
             "bad webhook signature on {body}"
         );
         let j: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert!(j.get("digit").is_none(), "a webhook carries a digit field: {body}");
+        assert!(
+            j.get("digit").is_none(),
+            "a webhook carries a digit field: {body}"
+        );
         if secret_values.len() >= 6 {
             assert!(!body.contains(secret_values), "card number in a webhook");
         }
@@ -263,7 +285,16 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
         .args(["-q", "-e", "udpsrc"])
         .arg(format!("port={down_port}"))
         .arg("caps=application/x-rtp,media=audio,clock-rate=8000,encoding-name=PCMU,payload=0")
-        .args(["!", "rtppcmudepay", "!", "mulawdec", "!", "wavenc", "!", "filesink"])
+        .args([
+            "!",
+            "rtppcmudepay",
+            "!",
+            "mulawdec",
+            "!",
+            "wavenc",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", down_wav.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -277,7 +308,12 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
         )),
     );
     let caller = c["caller_rtp"].as_str().unwrap().to_string();
-    let ev = gateway::follow_events(gw.api, "/v1/calls/ffmpeg-1/events", None, Duration::from_secs(90));
+    let ev = gateway::follow_events(
+        gw.api,
+        "/v1/calls/ffmpeg-1/events",
+        None,
+        Duration::from_secs(90),
+    );
     // ffmpeg sends the recording as PCMU RTP (payload type 0) in real time.
     let st = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-i", &fixture])
@@ -298,16 +334,27 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
     assert_eq!((rate, ch), (8000, 1));
     let secs = down.len() as f64 / 8000.0;
     assert!(secs > 25.0, "downstream holds only {secs:.1} s");
-    assert_eq!(common::multimon_digits(&down).unwrap(), "", "multimon-ng decoded digits downstream");
+    assert_eq!(
+        common::multimon_digits(&down).unwrap(),
+        "",
+        "multimon-ng decoded digits downstream"
+    );
     // Recording: stereo, masked caller on the left.
     let (rate, ch, rec) = gateway::read_wav(&dir.join("recordings/ffmpeg-1.wav"));
     assert_eq!((rate, ch), (8000, 2));
-    assert_eq!(common::multimon_digits(&left(&rec)).unwrap(), "", "digits in the recording");
+    assert_eq!(
+        common::multimon_digits(&left(&rec)).unwrap(),
+        "",
+        "digits in the recording"
+    );
     let sidecar: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("recordings/ffmpeg-1.json")).unwrap(),
     )
     .unwrap();
-    assert!(!sidecar["pauses"].as_array().unwrap().is_empty(), "{sidecar}");
+    assert!(
+        !sidecar["pauses"].as_array().unwrap().is_empty(),
+        "{sidecar}"
+    );
     // STT: 16 kHz 16-bit PCM of the masked caller.
     let stt_pcm: Vec<i16> = stt_bytes
         .lock()
@@ -317,7 +364,11 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
         .collect();
     let stt_secs = stt_pcm.len() as f64 / 16000.0;
     assert!(stt_secs > 25.0, "STT got only {stt_secs:.1} s");
-    assert_eq!(common::multimon_digits_at(&stt_pcm, 16000).unwrap(), "", "digits in the STT stream");
+    assert_eq!(
+        common::multimon_digits_at(&stt_pcm, 16000).unwrap(),
+        "",
+        "digits in the STT stream"
+    );
     // The secure sink holds exactly the typed digits.
     let got = wait_for(Duration::from_secs(5), || {
         let d = secure_digits(&secure.lock().unwrap());
@@ -330,7 +381,12 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
         let h = hooks.lock().unwrap();
         (h.len() >= events.len()).then_some(h.len())
     });
-    assert!(n.is_some(), "webhooks {} < events {}", hooks.lock().unwrap().len(), events.len());
+    assert!(
+        n.is_some(),
+        "webhooks {} < events {}",
+        hooks.lock().unwrap().len(),
+        events.len()
+    );
     check_webhooks(&hooks.lock().unwrap(), &truth);
     assert_eq!(end["stats"]["lost"], 0, "{end}");
     println!(
@@ -459,7 +515,10 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
         need(t);
     }
     let pcaps = Path::new("/usr/share/sip-tester");
-    assert!(pcaps.join("dtmf_2833_1.pcap").exists(), "sip-tester pcaps missing");
+    assert!(
+        pcaps.join("dtmf_2833_1.pcap").exists(),
+        "sip-tester pcaps missing"
+    );
     let dir = gateway::scratch("peers-sipp");
     let (hook, hooks) = webhook_server();
     let (stt, _stt) = stt_server();
@@ -474,8 +533,19 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
             rx.addr
         )),
     );
-    let port = c["caller_rtp"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
-    let ev = gateway::follow_events(gw.api, "/v1/calls/sipp-1/events", None, Duration::from_secs(40));
+    let port = c["caller_rtp"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let ev = gateway::follow_events(
+        gw.api,
+        "/v1/calls/sipp-1/events",
+        None,
+        Duration::from_secs(40),
+    );
     std::os::unix::fs::symlink(pcaps, dir.join("pcap")).unwrap();
     std::fs::write(dir.join("uas.xml"), UAS.replace("GATEWAY_PORT", &port)).unwrap();
     // The captures come from one session; played in their order, as a phone sends them.
@@ -484,7 +554,16 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
     let sip_uas = free_udp_port();
     let mut uas = Command::new("sipp")
         .current_dir(&dir)
-        .args(["-sf", "uas.xml", "-i", "127.0.0.1", "-p", &sip_uas.to_string(), "-m", "1"])
+        .args([
+            "-sf",
+            "uas.xml",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip_uas.to_string(),
+            "-m",
+            "1",
+        ])
         .args(["-nostdin", "-timeout", "40s", "-timeout_error"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -493,7 +572,16 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
     std::thread::sleep(Duration::from_millis(300));
     let st = Command::new("sipp")
         .current_dir(&dir)
-        .args(["-sf", "uac.xml", "-i", "127.0.0.1", "-m", "1", "-timeout", "30s"])
+        .args([
+            "-sf",
+            "uac.xml",
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+        ])
         .args(["-timeout_error", "-nostdin"])
         .arg(format!("127.0.0.1:{sip_uas}"))
         .stdout(Stdio::null())
@@ -511,16 +599,31 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
     let events = ev.join().unwrap();
     let got: Vec<_> = rx.join().iter().map(|p| parse(p)).collect();
     // 7.1 s of speech (236 packets of 30 ms) and the keys' silence fill.
-    assert!(got.len() >= 236, "downstream got {} packets; {end}", got.len());
+    assert!(
+        got.len() >= 236,
+        "downstream got {} packets; {end}",
+        got.len()
+    );
     for p in &got {
-        assert_eq!(p.pt, 8, "a telephone-event or foreign packet went downstream");
+        assert_eq!(
+            p.pt, 8,
+            "a telephone-event or foreign packet went downstream"
+        );
     }
     for w in got.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "hole in downstream sequence");
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "hole in downstream sequence"
+        );
     }
     let pcm: Vec<i16> = got
         .iter()
-        .flat_map(|p| p.payload.iter().map(|&b| tonewall::codec::alaw_to_linear(b)))
+        .flat_map(|p| {
+            p.payload
+                .iter()
+                .map(|&b| tonewall::codec::alaw_to_linear(b))
+        })
         .collect();
     assert_eq!(common::multimon_digits(&pcm).unwrap(), "");
     let want = "145#";
@@ -531,7 +634,9 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
     .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
     assert_eq!(d, want, "secure sink digits");
     let digit_events: Vec<_> = events.iter().filter(|e| e["event"] == "digit").collect();
-    assert!(digit_events.iter().all(|e| e["source"] == "telephone_event"));
+    assert!(digit_events
+        .iter()
+        .all(|e| e["source"] == "telephone_event"));
     assert_eq!(end["stats"]["digits_from_events"], 4, "{end}");
     check_webhooks(&hooks.lock().unwrap(), "");
     let (_, _, rec) = gateway::read_wav(&dir.join("recordings/sipp-1.wav"));

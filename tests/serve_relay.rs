@@ -33,7 +33,15 @@ fn pcmu_call(digits: &str, seq0: u16, ts0: u32) -> (Vec<Vec<u8>>, Vec<i16>) {
     add_white_noise(&mut x, power_for_dbm0(-55.0), &mut rng);
     for (i, c) in digits.chars().enumerate() {
         let d = Digit::from_char(c).unwrap();
-        add_dtmf(&mut x, 8000, 2400 + i * per, 560, d, ToneSpec::level(-8.0), &mut rng);
+        add_dtmf(
+            &mut x,
+            8000,
+            2400 + i * per,
+            560,
+            d,
+            ToneSpec::level(-8.0),
+            &mut rng,
+        );
     }
     let lin = to_i16(&x);
     let packets = lin
@@ -67,10 +75,7 @@ fn run_call(name: &str, create_extra: &str, packets: &[Vec<u8>]) -> Outcome {
     let created = gw.json(
         "POST",
         "/v1/calls",
-        Some(&format!(
-            "{{\"downstream\":\"{}\"{create_extra}}}",
-            rx.addr
-        )),
+        Some(&format!("{{\"downstream\":\"{}\"{create_extra}}}", rx.addr)),
     );
     let id = created["call_id"].as_str().unwrap().to_string();
     let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
@@ -102,7 +107,11 @@ fn assert_continuous(got: &[Rtp], resync_ok: bool) {
         let (a, b) = (&w[0], &w[1]);
         assert_eq!(b.pt, 0, "a non-audio packet went downstream");
         assert_eq!(b.ssrc, ssrc, "downstream SSRC changed");
-        assert_eq!(b.seq, a.seq.wrapping_add(1), "hole in downstream sequence numbers");
+        assert_eq!(
+            b.seq,
+            a.seq.wrapping_add(1),
+            "hole in downstream sequence numbers"
+        );
         if !(resync_ok && b.marker) {
             assert_eq!(
                 b.ts,
@@ -129,7 +138,11 @@ fn assert_no_digit(x: &[i16], what: &str) {
         ours.len()
     );
     if let Some(m) = common::multimon_digits(x) {
-        assert!(m.is_empty(), "{what}: multimon-ng decoded {} digit(s)", m.len());
+        assert!(
+            m.is_empty(),
+            "{what}: multimon-ng decoded {} digit(s)",
+            m.len()
+        );
     }
 }
 
@@ -154,7 +167,10 @@ fn check(o: &Outcome, digits: usize, resync_ok: bool, what: &str) {
 fn clean_call_is_masked_and_captured() {
     let (p, input) = pcmu_call("4111", 1000, 5000);
     // The unmasked input does hold the digits (the check below can fail).
-    assert_eq!(common::digits_string(&common::detect(&input, &DetectorConfig::default())), "4111");
+    assert_eq!(
+        common::digits_string(&common::detect(&input, &DetectorConfig::default())),
+        "4111"
+    );
     let o = run_call("clean", "", &p);
     check(&o, 4, false, "clean");
     assert_eq!(o.got.len(), p.len() + FLUSH, "one packet out per packet in");
@@ -273,7 +289,11 @@ fn malformed_truncated_and_unknown_packets_are_dropped() {
         if i % 3 == 0 {
             // Truncated header, random junk, wrong version, an RTCP packet, an unknown PT.
             all.push(pkt[..7].to_vec());
-            all.push((0..(rng.next_u64() % 200) as usize).map(|_| rng.next_u64() as u8).collect());
+            all.push(
+                (0..(rng.next_u64() % 200) as usize)
+                    .map(|_| rng.next_u64() as u8)
+                    .collect(),
+            );
             let mut v1 = pkt.clone();
             v1[0] = (v1[0] & 0x3f) | 0x40;
             all.push(v1);
@@ -311,7 +331,14 @@ fn telephone_events_are_consumed_and_filled_with_silence() {
     }
     for (i, a) in audio[28..].iter().enumerate() {
         let r = parse(a);
-        p.push(build(0, seq + i as u16, ev_ts + 1280 + i as u32 * 160, SSRC, i == 0, &r.payload));
+        p.push(build(
+            0,
+            seq + i as u16,
+            ev_ts + 1280 + i as u32 * 160,
+            SSRC,
+            i == 0,
+            &r.payload,
+        ));
     }
     let o = run_call("te", "", &p);
     check(&o, 1, false, "te");
@@ -335,16 +362,27 @@ fn a_caller_who_stops_sending_times_out_and_the_window_closes() {
     );
     let id = created["call_id"].as_str().unwrap().to_string();
     let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
-    let ev = gateway::follow_events(gw.api, &format!("/v1/calls/{id}/events"), None, Duration::from_secs(20));
+    let ev = gateway::follow_events(
+        gw.api,
+        &format!("/v1/calls/{id}/events"),
+        None,
+        Duration::from_secs(20),
+    );
     // Two digits of a card number, then the caller hangs up mid-entry.
     let (p, _) = pcmu_call("41", 0, 0);
     let cut = p.len() - 15;
     let _s = send_all(&p[..cut], caller, Duration::from_millis(2));
     let events = ev.join().unwrap();
-    let ended: Vec<_> = events.iter().filter(|e| e["event"] == "call_ended").collect();
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "call_ended")
+        .collect();
     assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["reason"], "media_timeout");
-    let closed: Vec<_> = events.iter().filter(|e| e["event"] == "capture_closed").collect();
+    let closed: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "capture_closed")
+        .collect();
     assert_eq!(closed.len(), 1);
     assert_eq!(closed[0]["reason"], "stream_ended");
     assert_eq!(closed[0]["digit_count"], 2);

@@ -71,9 +71,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .map_err(|e| CliError(format!("cannot listen on {}: {e}", cfg.server.listen)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| CliError(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| CliError(e.to_string()))?;
         // Scripts and tests wait for this line (stdout, flushed) to learn the port.
         println!("tonewall listening on http://{addr}");
         tracing::info!(%addr, auth = !cfg.server.token.is_empty(), "control API up");
@@ -111,7 +109,9 @@ pub fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("cannot start runtime: {e}")))?;
     let opts = tonewall::serve::loadgen::LoadOptions {
         api: args.api,
-        token: std::env::var("TONEWALL_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: std::env::var("TONEWALL_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
         calls: args.calls,
         seconds: args.seconds,
         ramp_seconds: args.ramp_seconds,

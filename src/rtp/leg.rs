@@ -22,9 +22,11 @@ use crate::event::Outputs;
 use crate::pipeline::{ChannelPipeline, PipelineConfig, PipelineError};
 use crate::time::{ChannelId, MediaTime};
 
-/// Longest audio payload accepted, ms. Real senders use 10 to 60 ms; the scratch buffers are
-/// sized for this, so anything longer is malformed rather than a reason to allocate.
-pub const MAX_PACKET_MS: u32 = 120;
+/// Longest audio payload accepted, ms. Phones use 10 to 60 ms, but streaming tools fill the
+/// MTU (ffmpeg's RTP muxer sends up to 1448 bytes of G.711, 181 ms, by default); the scratch
+/// buffers are sized for this, so anything longer is malformed rather than a reason to
+/// allocate.
+pub const MAX_PACKET_MS: u32 = 200;
 /// Audio is suppressed this long after a telephone-event's end (some senders' in-band tone
 /// trails the event).
 pub const EVENT_HANGOVER_MS: u32 = 40;

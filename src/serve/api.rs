@@ -21,7 +21,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::call::{bind_pair, Call, CallSockets, CallSpec, CallStatus, Control, EventEmitter, CALLER_CHANNEL};
+use super::call::{
+    bind_pair, Call, CallSockets, CallSpec, CallStatus, Control, EventEmitter, CALLER_CHANNEL,
+};
 use super::config::ServeConfig;
 use super::events::{CallEvent, EventBody, EventEnvelope};
 use super::metrics::Metrics;
@@ -447,8 +449,9 @@ async fn create_call(
 
 /// A stable SSRC per call id (FNV-1a), so restarts of a call keep it.
 fn ssrc_for(id: &str) -> u32 {
-    id.bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 async fn list_calls(State(st): State<Arc<AppState>>) -> Json<Vec<Arc<str>>> {

@@ -396,7 +396,6 @@ impl Call {
     }
 }
 
-
 impl Call {
     fn on_caller_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
         if self.caller_addr.is_some_and(|a| a.ip() != from.ip()) {

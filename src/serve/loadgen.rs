@@ -201,7 +201,9 @@ async fn receive(c: Arc<CallState>, hist: Arc<Mutex<Histogram<u64>>>, received: 
     let Ok(mut local) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
         return;
     };
-    while let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(3), c.sock.recv(&mut buf)).await {
+    while let Ok(Ok(len)) =
+        tokio::time::timeout(Duration::from_secs(3), c.sock.recv(&mut buf)).await
+    {
         let now = Instant::now();
         let Ok(p) = rtp_types::RtpPacket::parse(&buf[..len]) else {
             continue;

@@ -135,30 +135,120 @@ impl Metrics {
             s,
             "# HELP tonewall_calls_active Calls in progress.\n# TYPE tonewall_calls_active gauge\ntonewall_calls_active {active_calls}"
         );
-        counter(&mut s, "tonewall_calls_created_total", "Calls created.", g(&self.calls_created));
-        counter(&mut s, "tonewall_calls_ended_total", "Calls ended.", g(&self.calls_ended));
+        counter(
+            &mut s,
+            "tonewall_calls_created_total",
+            "Calls created.",
+            g(&self.calls_created),
+        );
+        counter(
+            &mut s,
+            "tonewall_calls_ended_total",
+            "Calls ended.",
+            g(&self.calls_ended),
+        );
         counter(
             &mut s,
             "tonewall_calls_media_timeout_total",
             "Calls ended because the caller stopped sending.",
             g(&self.calls_timed_out),
         );
-        counter(&mut s, "tonewall_calls_refused_total", "Call requests refused.", g(&self.calls_refused));
-        counter(&mut s, "tonewall_caller_packets_total", "RTP packets received from callers.", g(&self.caller_packets));
-        counter(&mut s, "tonewall_downstream_packets_total", "Masked RTP packets sent downstream.", g(&self.downstream_packets));
-        counter(&mut s, "tonewall_return_packets_total", "RTP packets relayed from downstream to callers.", g(&self.return_packets));
-        counter(&mut s, "tonewall_rtcp_packets_total", "RTCP packets relayed.", g(&self.rtcp_packets));
-        counter(&mut s, "tonewall_frames_total", "Audio frames through the masker.", g(&self.frames));
-        counter(&mut s, "tonewall_packets_lost_total", "Caller packets lost and concealed with silence.", g(&self.lost));
-        counter(&mut s, "tonewall_packets_late_or_duplicate_total", "Late or duplicate caller packets dropped.", g(&self.late_or_duplicate));
-        counter(&mut s, "tonewall_packets_malformed_total", "Malformed packets or unknown payload types dropped.", g(&self.malformed));
-        counter(&mut s, "tonewall_telephone_event_packets_total", "RFC 4733 packets consumed (never forwarded).", g(&self.telephone_event_packets));
-        counter(&mut s, "tonewall_filled_frames_total", "Silence packets synthesised to keep the downstream stream continuous.", g(&self.filled_frames));
-        counter(&mut s, "tonewall_tones_masked_total", "Tone spans masked.", g(&self.tones_masked));
-        counter(&mut s, "tonewall_digits_total", "Digits captured (values go to the secure sink only).", g(&self.digits));
-        counter(&mut s, "tonewall_capture_windows_total", "Capture windows opened.", g(&self.capture_windows));
-        counter(&mut s, "tonewall_send_errors_total", "UDP send failures.", g(&self.send_errors));
-        counter(&mut s, "tonewall_events_lagged_total", "Events a slow event-stream subscriber missed.", g(&self.events_lagged));
+        counter(
+            &mut s,
+            "tonewall_calls_refused_total",
+            "Call requests refused.",
+            g(&self.calls_refused),
+        );
+        counter(
+            &mut s,
+            "tonewall_caller_packets_total",
+            "RTP packets received from callers.",
+            g(&self.caller_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_downstream_packets_total",
+            "Masked RTP packets sent downstream.",
+            g(&self.downstream_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_return_packets_total",
+            "RTP packets relayed from downstream to callers.",
+            g(&self.return_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_rtcp_packets_total",
+            "RTCP packets relayed.",
+            g(&self.rtcp_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_frames_total",
+            "Audio frames through the masker.",
+            g(&self.frames),
+        );
+        counter(
+            &mut s,
+            "tonewall_packets_lost_total",
+            "Caller packets lost and concealed with silence.",
+            g(&self.lost),
+        );
+        counter(
+            &mut s,
+            "tonewall_packets_late_or_duplicate_total",
+            "Late or duplicate caller packets dropped.",
+            g(&self.late_or_duplicate),
+        );
+        counter(
+            &mut s,
+            "tonewall_packets_malformed_total",
+            "Malformed packets or unknown payload types dropped.",
+            g(&self.malformed),
+        );
+        counter(
+            &mut s,
+            "tonewall_telephone_event_packets_total",
+            "RFC 4733 packets consumed (never forwarded).",
+            g(&self.telephone_event_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_filled_frames_total",
+            "Silence packets synthesised to keep the downstream stream continuous.",
+            g(&self.filled_frames),
+        );
+        counter(
+            &mut s,
+            "tonewall_tones_masked_total",
+            "Tone spans masked.",
+            g(&self.tones_masked),
+        );
+        counter(
+            &mut s,
+            "tonewall_digits_total",
+            "Digits captured (values go to the secure sink only).",
+            g(&self.digits),
+        );
+        counter(
+            &mut s,
+            "tonewall_capture_windows_total",
+            "Capture windows opened.",
+            g(&self.capture_windows),
+        );
+        counter(
+            &mut s,
+            "tonewall_send_errors_total",
+            "UDP send failures.",
+            g(&self.send_errors),
+        );
+        counter(
+            &mut s,
+            "tonewall_events_lagged_total",
+            "Events a slow event-stream subscriber missed.",
+            g(&self.events_lagged),
+        );
         let k = &self.sinks;
         let _ = writeln!(s, "# HELP tonewall_sink_errors_total Sink deliveries that failed for good.\n# TYPE tonewall_sink_errors_total counter");
         for (sink, v) in [
@@ -170,11 +260,17 @@ impl Metrics {
             let _ = writeln!(s, "tonewall_sink_errors_total{{sink=\"{sink}\"}} {v}");
         }
         let _ = writeln!(s, "# HELP tonewall_sink_dropped_total Frames a sink's queue had no room for.\n# TYPE tonewall_sink_dropped_total counter");
-        for (sink, v) in [("recorder", g(&k.recorder_dropped)), ("stt", g(&k.stt_dropped))] {
+        for (sink, v) in [
+            ("recorder", g(&k.recorder_dropped)),
+            ("stt", g(&k.stt_dropped)),
+        ] {
             let _ = writeln!(s, "tonewall_sink_dropped_total{{sink=\"{sink}\"}} {v}");
         }
         let _ = writeln!(s, "# HELP tonewall_sink_delivered_total Sink deliveries that succeeded.\n# TYPE tonewall_sink_delivered_total counter");
-        for (sink, v) in [("webhook", g(&k.webhook_delivered)), ("secure", g(&k.secure_delivered))] {
+        for (sink, v) in [
+            ("webhook", g(&k.webhook_delivered)),
+            ("secure", g(&k.secure_delivered)),
+        ] {
             let _ = writeln!(s, "tonewall_sink_delivered_total{{sink=\"{sink}\"}} {v}");
         }
         let h = &self.process_time;
@@ -192,7 +288,10 @@ impl Metrics {
             );
         }
         let count = g(&h.count);
-        let _ = writeln!(s, "tonewall_packet_processing_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            s,
+            "tonewall_packet_processing_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             s,
             "tonewall_packet_processing_seconds_sum {}\ntonewall_packet_processing_seconds_count {count}",

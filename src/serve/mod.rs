@@ -13,9 +13,9 @@ pub mod loadgen;
 pub mod metrics;
 pub mod sinks;
 
-use std::future::Future;
 pub use api::AppState;
 pub use config::ServeConfig;
+use std::future::Future;
 
 /// Serve the control API on `listener` until `shutdown` resolves, then end every call
 /// (reason `shutdown`) and wait for their sinks to flush.

@@ -188,7 +188,9 @@ pub fn http(
     let body = text
         .split_once("\r\n\r\n")
         .map(|(h, b)| {
-            if h.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            if h.to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
                 dechunk(b)
             } else {
                 b.to_string()
@@ -224,7 +226,8 @@ pub fn follow_events(
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let auth = token
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
@@ -272,7 +275,8 @@ impl Receiver {
     pub fn start(idle: Duration, limit: Duration) -> Receiver {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = sock.local_addr().unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let handle = std::thread::spawn(move || {
             let mut got = Vec::new();
             let mut buf = [0u8; 2048];
@@ -360,7 +364,10 @@ pub fn read_wav(path: &Path) -> (u32, u16, Vec<i16>) {
     let w = tonewall::wav::Wav::parse(&bytes).unwrap();
     let samples = match w.data {
         tonewall::wav::WavData::Pcm16(s) => s,
-        other => panic!("recording is not 16-bit PCM: {:?}", std::mem::discriminant(&other)),
+        other => panic!(
+            "recording is not 16-bit PCM: {:?}",
+            std::mem::discriminant(&other)
+        ),
     };
     (w.rate, w.channels, samples)
 }
