@@ -497,7 +497,7 @@ fn a_packet_too_big_to_hold_releases_in_order() {
         .sequence_number(p7.sequence_number())
         .timestamp(p7.timestamp())
         .ssrc(24)
-        .extension(0xBEDE, &[0u8; 1600][..])
+        .extension(0xBEDE, &[0u8; 2400][..])
         .payload(p7.payload())
         .write_vec()
         .unwrap();
@@ -750,7 +750,7 @@ fn malformed_packets_are_counted_and_dropped() {
             p
         },
         rtp(0, false, 1, 160, 18, &[]),            // empty audio
-        rtp(0, false, 1, 160, 18, &[0x55; 961]),   // longer than 120 ms
+        rtp(0, false, 1, 160, 18, &[0x55; 1601]),  // longer than 200 ms
         rtp(TE_PT, false, 1, 160, 18, &[1, 2, 3]), // short telephone-event
     ];
     let n_bad = bad.len() as u64;
