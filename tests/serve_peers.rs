@@ -389,6 +389,15 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
     );
     check_webhooks(&hooks.lock().unwrap(), &truth);
     assert_eq!(end["stats"]["lost"], 0, "{end}");
+    // The card number reaches no log line and no event.
+    let log = gw.log();
+    assert!(log.contains("call created"), "no debug log captured");
+    assert!(
+        !log.contains(&truth[..16]),
+        "card number in the gateway log"
+    );
+    let ev_text = serde_json::to_string(&events).unwrap();
+    assert!(!ev_text.contains(&truth[..16]), "card number in events");
     println!(
         "ffmpeg -> tonewall -> gstreamer: {:.1} s downstream, {} digits to the secure sink, {} events, {} webhooks, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
         secs,

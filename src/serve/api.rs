@@ -47,7 +47,7 @@ pub struct AppState {
     next_id: std::sync::atomic::AtomicU64,
     /// Gateway-wide counters.
     pub metrics: Arc<Metrics>,
-    shutdown: broadcast::Sender<()>,
+    closing: std::sync::atomic::AtomicBool,
     tasks: task_count::TaskCount,
 }
 
@@ -96,21 +96,28 @@ impl AppState {
     /// State for a server with `cfg`.
     pub fn new(cfg: ServeConfig) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
-        let (shutdown, _) = broadcast::channel(1);
         Arc::new(Self {
             port_cursor: Mutex::new(cfg.server.rtp_port_min),
             cfg,
             calls: Mutex::new(HashMap::new()),
             next_id: Default::default(),
             metrics,
-            shutdown,
+            closing: Default::default(),
             tasks: Default::default(),
         })
     }
 
     /// End every call (reason `shutdown`) and wait until their sinks are flushed.
     pub async fn shutdown(&self) {
-        let _ = self.shutdown.send(());
+        self.closing.store(true, Ordering::SeqCst);
+        let ctrls: Vec<_> = self
+            .calls
+            .lock()
+            .map(|c| c.values().map(|e| e.ctrl.clone()).collect())
+            .unwrap_or_default();
+        for c in ctrls {
+            let _ = c.send(Control::Shutdown).await;
+        }
         self.tasks.idle().await;
     }
 
@@ -350,6 +357,12 @@ async fn create_call(
             .max(100),
     );
 
+    if st.closing.load(Ordering::SeqCst) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down".into(),
+        ));
+    }
     if st.active() >= cfg.server.max_calls {
         st.metrics.calls_refused.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError(
@@ -433,10 +446,9 @@ async fn create_call(
     }
     st.metrics.calls_created.fetch_add(1, Ordering::Relaxed);
     let guard = st.tasks.enter();
-    let shutdown = st.shutdown.subscribe();
     let st2 = st.clone();
     tokio::spawn(async move {
-        let status = call.run(shutdown).await;
+        let status = call.run().await;
         if let Ok(mut calls) = st2.calls.lock() {
             calls.remove(&status.call_id);
         }

@@ -14,11 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use std::future::Future;
+use std::task::Poll;
 use tokio::net::UdpSocket;
+
+use tokio::io::ReadBuf;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::events::{CallEvent, EndReason, EventBody, EventEnvelope};
-use super::metrics::Metrics;
+use super::metrics::{LocalHistogram, Metrics};
 use super::sinks::{AudioFrame, CallSinks, SecureDelivery, Side, SinkSettings, MAX_FRAME};
 use crate::codec::Codec;
 use crate::dtmf::Digit;
@@ -28,6 +32,10 @@ use crate::time::{ChannelId, MediaTime};
 
 /// Largest UDP datagram we read.
 const MAX_DATAGRAM: usize = 2048;
+/// Caller packets between two updates of the gateway-wide counters (1 s of 20 ms packets):
+/// the shared counters live on cache lines every core writes, so the per-packet path only
+/// counts locally.
+const ACCOUNT_EVERY: u32 = 50;
 
 /// What the API asks of a new call, validated.
 #[derive(Debug)]
@@ -80,6 +88,19 @@ pub enum Control {
     Status(oneshot::Sender<CallStatus>),
     /// End the call; the reply comes after the sinks were flushed.
     End(oneshot::Sender<CallStatus>),
+    /// The server is stopping: end the call (reason `shutdown`).
+    Shutdown,
+}
+
+/// What woke a call's task.
+enum Wake {
+    /// A datagram on socket `.0` (caller RTP, downstream RTP, caller RTCP, downstream RTCP)
+    /// of `.1` bytes from `.2`.
+    Datagram(usize, usize, SocketAddr),
+    /// A control message, or `None` when every sender is gone.
+    Control(Option<Control>),
+    /// The leg's timer or the media-timeout check.
+    Timer,
 }
 
 /// What `GET /v1/calls/{id}` shows.
@@ -179,9 +200,57 @@ impl EventEmitter {
     }
 }
 
+/// Masked packets the leg produced for one input, sent after the leg returns so the time
+/// measured in the core is the core's alone. Preallocated once per call.
+struct PacketQueue {
+    bytes: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl PacketQueue {
+    const BYTES: usize = 16 * MAX_DATAGRAM;
+    const PACKETS: usize = 32;
+
+    fn new() -> Self {
+        Self {
+            bytes: Vec::with_capacity(Self::BYTES),
+            lens: Vec::with_capacity(Self::PACKETS),
+        }
+    }
+
+    /// Queue `p`; false when it does not fit in the preallocated space (send it directly).
+    fn push(&mut self, p: &[u8]) -> bool {
+        if self.lens.len() == Self::PACKETS || self.bytes.len() + p.len() > Self::BYTES {
+            return false;
+        }
+        self.bytes.extend_from_slice(p);
+        self.lens.push(p.len());
+        true
+    }
+
+    fn flush(&mut self, sock: &UdpSocket, to: SocketAddr, metrics: &Metrics) {
+        let mut at = 0;
+        for &n in &self.lens {
+            send(sock, &self.bytes[at..at + n], to, metrics);
+            at += n;
+        }
+        self.bytes.clear();
+        self.lens.clear();
+    }
+}
+
+/// Send without waiting: a full socket buffer drops the packet (counted) rather than
+/// stalling every other packet of the call.
+fn send(sock: &UdpSocket, p: &[u8], to: SocketAddr, metrics: &Metrics) {
+    if sock.try_send_to(p, to).is_err() {
+        metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Everything the leg's outputs go to while one packet is processed.
 struct LegOut<'a> {
     down: &'a UdpSocket,
+    queue: &'a mut PacketQueue,
     down_addr: SocketAddr,
     sinks: &'a CallSinks,
     emitter: &'a mut EventEmitter,
@@ -221,10 +290,8 @@ impl Outputs for LegOut<'_> {
 
 impl LegOutputs for LegOut<'_> {
     fn packet(&mut self, rtp: &[u8]) {
-        // try_send_to never awaits: a full socket buffer drops the packet (counted) rather
-        // than stalling every other packet of the call.
-        if self.down.try_send_to(rtp, self.down_addr).is_err() {
-            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.queue.push(rtp) {
+            send(self.down, rtp, self.down_addr, self.metrics);
         }
     }
 
@@ -244,6 +311,9 @@ impl LegOutputs for LegOut<'_> {
 }
 
 fn send_audio(sinks: &CallSinks, side: Side, rate: u32, at: u64, samples: &[i16]) {
+    if !sinks.wants_audio(side) {
+        return;
+    }
     for (i, chunk) in samples.chunks(MAX_FRAME).enumerate() {
         let mut f = AudioFrame {
             side,
@@ -262,6 +332,7 @@ macro_rules! leg_out {
     ($call:ident) => {
         LegOut {
             down: &$call.socks.down_rtp,
+            queue: &mut $call.queue,
             down_addr: $call.spec.downstream,
             sinks: &$call.sinks,
             emitter: &mut $call.emitter,
@@ -288,6 +359,12 @@ pub struct Call {
     return_packets: u64,
     down_pos: u64,
     stats_seen: LegStats,
+    process_time: LocalHistogram,
+    unaccounted: u32,
+    queue: PacketQueue,
+    /// When the media timeout is next checked (re-armed from `last_caller` when it fires,
+    /// so the timer is not moved on every packet).
+    timeout_check: Instant,
 }
 
 impl Call {
@@ -303,6 +380,7 @@ impl Call {
         ctrl: mpsc::Receiver<Control>,
     ) -> Self {
         let now = Instant::now();
+        let spec_timeout = spec.media_timeout;
         Self {
             caller_addr: spec.caller,
             caller_rtcp_addr: spec.caller.map(next_port),
@@ -318,6 +396,10 @@ impl Call {
             return_packets: 0,
             down_pos: 0,
             stats_seen: LegStats::default(),
+            process_time: LocalHistogram::default(),
+            unaccounted: 0,
+            queue: PacketQueue::new(),
+            timeout_check: now + spec_timeout,
         }
     }
 
@@ -339,10 +421,18 @@ impl Call {
         }
     }
 
+    fn flush_packets(&mut self) {
+        self.queue
+            .flush(&self.socks.down_rtp, self.spec.downstream, &self.metrics);
+    }
+
+    /// Publish what this call counted since the last time to the gateway-wide metrics.
     fn account(&mut self) {
         let now = self.leg.stats();
         self.metrics.add_leg_delta(&self.stats_seen, &now);
         self.stats_seen = now;
+        self.metrics.process_time.merge(&mut self.process_time);
+        self.unaccounted = 0;
     }
 
     fn on_caller_rtp(&mut self, buf: &[u8], from: SocketAddr) {
@@ -362,14 +452,16 @@ impl Call {
         let mut out = leg_out!(self);
         self.leg.handle_packet(buf, now, &mut out);
         let changed = out.ssrc_changed;
-        self.metrics
-            .process_time
-            .observe_ns(t0.elapsed().as_nanos() as u64);
+        self.process_time.observe_ns(t0.elapsed().as_nanos() as u64);
+        self.flush_packets();
         if changed {
             self.emitter
                 .emit(EventBody::Call(CallEvent::SsrcChanged), &self.sinks);
         }
-        self.account();
+        self.unaccounted += 1;
+        if self.unaccounted >= ACCOUNT_EVERY {
+            self.account();
+        }
     }
 
     fn on_down_rtp(&mut self, buf: &[u8]) {
@@ -382,6 +474,9 @@ impl Call {
         self.return_packets += 1;
         self.metrics.return_packets.fetch_add(1, Ordering::Relaxed);
         // The recorder's second channel: what the caller hears.
+        if !self.sinks.wants_audio(Side::Downstream) {
+            return;
+        }
         let mut lin = [0i16; MAX_FRAME];
         if let Some(n) = decode_payload(buf, &self.spec.leg, &mut lin) {
             send_audio(
@@ -422,6 +517,7 @@ impl Call {
         let now = self.now_us();
         let mut out = leg_out!(self);
         self.leg.handle_timeout(now, &mut out);
+        self.flush_packets();
         self.account();
     }
 
@@ -435,61 +531,102 @@ impl Call {
             } => {
                 let mut out = leg_out!(self);
                 self.leg.open_capture(max_digits, terminator, &mut out);
+                self.flush_packets();
                 let _ = reply.send(self.leg.capture_open());
             }
             Control::CloseCapture { reply } => {
                 let mut out = leg_out!(self);
                 self.leg.close_capture(&mut out);
+                self.flush_packets();
                 let _ = reply.send(self.leg.capture_open());
             }
             Control::SetDownstream(a) => self.spec.downstream = a,
             Control::Status(reply) => {
+                self.account();
                 let _ = reply.send(self.status(None));
             }
             Control::End(reply) => return Some(reply),
+            // Handled by the run loop before it gets here.
+            Control::Shutdown => {}
         }
         None
     }
 
     fn next_deadline(&self) -> Instant {
-        let timeout = self.last_caller + self.spec.media_timeout;
         match self.leg.poll_timeout() {
-            Some(us) => timeout.min(self.created + Duration::from_micros(us)),
-            None => timeout,
+            Some(us) => self
+                .timeout_check
+                .min(self.created + Duration::from_micros(us)),
+            None => self.timeout_check,
         }
     }
 
-    /// Drive the call until it is ended by the API, by the media timeout or by `shutdown`.
+    /// Drive the call until it is ended by the API, by the media timeout or by shutdown.
     /// Returns the final status after the sinks were flushed.
-    pub async fn run(mut self, mut shutdown: broadcast::Receiver<()>) -> CallStatus {
-        let mut a = vec![0u8; MAX_DATAGRAM];
-        let mut b = vec![0u8; MAX_DATAGRAM];
-        let mut c = vec![0u8; MAX_DATAGRAM];
-        let mut d = vec![0u8; MAX_DATAGRAM];
+    ///
+    /// The loop polls its sources by hand rather than with `select!`: that would build and
+    /// drop a receive future per socket on every packet, and the drop takes a lock in
+    /// tokio's I/O driver; `poll_recv_from` keeps one waker slot per socket instead.
+    pub async fn run(mut self) -> CallStatus {
+        let mut bufs = [[0u8; MAX_DATAGRAM]; 4];
+        let timer = tokio::time::sleep_until(self.next_deadline().into());
+        tokio::pin!(timer);
         let (reason, reply) = loop {
-            let deadline = self.next_deadline();
-            tokio::select! {
-                r = self.socks.caller_rtp.recv_from(&mut a) => {
-                    if let Ok((n, from)) = r { self.on_caller_rtp(&a[..n], from); }
+            // Re-arming a timer costs a trip into the timer wheel: only when it moved.
+            let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let socks = &self.socks;
+            let ctrl = &mut self.ctrl;
+            let wake = std::future::poll_fn(|cx| {
+                // Control and timers first: a caller flooding its port must not starve them.
+                if let Poll::Ready(m) = ctrl.poll_recv(cx) {
+                    return Poll::Ready(Wake::Control(m));
                 }
-                r = self.socks.down_rtp.recv_from(&mut b) => {
-                    if let Ok((n, _)) = r { self.on_down_rtp(&b[..n]); }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
                 }
-                r = self.socks.caller_rtcp.recv_from(&mut c) => {
-                    if let Ok((n, from)) = r { self.on_caller_rtcp(&c[..n], from); }
+                let sockets = [
+                    &socks.caller_rtp,
+                    &socks.down_rtp,
+                    &socks.caller_rtcp,
+                    &socks.down_rtcp,
+                ];
+                for (i, (sock, buf)) in sockets.iter().zip(bufs.iter_mut()).enumerate() {
+                    let mut rb = ReadBuf::new(buf);
+                    match sock.poll_recv_from(cx, &mut rb) {
+                        Poll::Ready(Ok(from)) => {
+                            return Poll::Ready(Wake::Datagram(i, rb.filled().len(), from))
+                        }
+                        // ICMP errors surface on the next receive; the socket stays usable.
+                        Poll::Ready(Err(_)) => cx.waker().wake_by_ref(),
+                        Poll::Pending => {}
+                    }
                 }
-                r = self.socks.down_rtcp.recv_from(&mut d) => {
-                    if let Ok((n, _)) = r { self.on_down_rtcp(&d[..n]); }
+                Poll::Pending
+            });
+            match wake.await {
+                Wake::Datagram(0, n, from) => self.on_caller_rtp(&bufs[0][..n], from),
+                Wake::Datagram(1, n, _) => self.on_down_rtp(&bufs[1][..n]),
+                Wake::Datagram(2, n, from) => self.on_caller_rtcp(&bufs[2][..n], from),
+                Wake::Datagram(_, n, _) => self.on_down_rtcp(&bufs[3][..n]),
+                Wake::Control(Some(Control::Shutdown)) => break (EndReason::Shutdown, None),
+                Wake::Control(Some(m)) => {
+                    if let Some(reply) = self.on_control(m) {
+                        break (EndReason::Api, Some(reply));
+                    }
                 }
-                m = self.ctrl.recv() => match m {
-                    Some(m) => if let Some(reply) = self.on_control(m) { break (EndReason::Api, Some(reply)); },
-                    // Every handle is gone: nobody can end the call any more, so end it now.
-                    None => break (EndReason::Shutdown, None),
-                },
-                _ = shutdown.recv() => break (EndReason::Shutdown, None),
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if Instant::now() >= self.last_caller + self.spec.media_timeout {
-                        break (EndReason::MediaTimeout, None);
+                // Every handle is gone: nobody can end the call any more, so end it now.
+                Wake::Control(None) => break (EndReason::Shutdown, None),
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if now >= self.timeout_check {
+                        let due = self.last_caller + self.spec.media_timeout;
+                        if now >= due {
+                            break (EndReason::MediaTimeout, None);
+                        }
+                        self.timeout_check = due;
                     }
                     self.on_timer();
                 }
@@ -507,6 +644,7 @@ impl Call {
             let mut out = leg_out!(self);
             self.leg.finish(&mut out);
         }
+        self.flush_packets();
         self.account();
         let st = self.leg.stats();
         self.emitter.emit(

@@ -459,6 +459,12 @@ impl CallSinks {
         Ok(sinks)
     }
 
+    /// Whether any sink takes audio from `side` (so the media task can skip building frames
+    /// nobody reads).
+    pub fn wants_audio(&self, side: Side) -> bool {
+        self.recorder.is_some() || (side == Side::Caller && self.stt.is_some())
+    }
+
     /// Hand a frame to the recorder and (caller side only) to the STT fork. Never blocks:
     /// a full queue drops the frame and counts it, as does a malformed frame (`len` over
     /// [`MAX_FRAME`] or rate 0).
