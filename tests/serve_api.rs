@@ -232,3 +232,33 @@ fn loadgen_drives_calls_through_the_gateway_without_loss() {
     let m = gw.http("GET", "/metrics", None).1;
     assert!(m.contains("tonewall_calls_ended_total 20"), "{m}");
 }
+
+#[test]
+fn the_example_config_starts_the_gateway() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tonewall.example.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tonewall"))
+        .args([
+            "serve",
+            "--config",
+            example,
+            "--listen",
+            "127.0.0.1:0",
+            "--no-recording",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("tonewall listening on http://127.0.0.1:"),
+        "{line:?}"
+    );
+}

@@ -409,7 +409,9 @@ async fn create_call(
     let call_sinks = CallSinks::start(id.clone(), &sinks, st.metrics.sinks.clone())
         .map_err(|e| bad(e.to_string()))?;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
-    let (ev_tx, _) = broadcast::channel(1024);
+    // Events are sparse (a few per key press); a subscriber that falls 128 behind is told
+    // so (counted in tonewall_events_lagged_total) rather than every call reserving more.
+    let (ev_tx, _) = broadcast::channel(128);
     let mut emitter = EventEmitter::new(id.clone(), ev_tx.clone());
     emitter.emit_call(
         CallEvent::CallStarted {

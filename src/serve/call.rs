@@ -208,8 +208,8 @@ struct PacketQueue {
 }
 
 impl PacketQueue {
-    const BYTES: usize = 16 * MAX_DATAGRAM;
-    const PACKETS: usize = 32;
+    const BYTES: usize = 4 * MAX_DATAGRAM;
+    const PACKETS: usize = 16;
 
     fn new() -> Self {
         Self {

@@ -195,15 +195,22 @@ async fn create_call(o: &LoadOptions, i: usize, ramp_ticks: u64) -> Result<CallS
 
 /// Receive one call's masked packets until 3 s pass without one; time each against its
 /// send instant.
-async fn receive(c: Arc<CallState>, hist: Arc<Mutex<Histogram<u64>>>, received: Arc<AtomicU64>) {
+async fn receive(
+    c: Arc<CallState>,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    received: Arc<AtomicU64>,
+    first_wait: Duration,
+) {
     let mut buf = [0u8; 2048];
     let mut first: Option<u16> = None;
     let Ok(mut local) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
         return;
     };
-    while let Ok(Ok(len)) =
-        tokio::time::timeout(Duration::from_secs(3), c.sock.recv(&mut buf)).await
-    {
+    // The call's first packet may be a whole ramp away; after that, 3 s of silence means
+    // the gateway is done with it.
+    let mut wait = first_wait;
+    while let Ok(Ok(len)) = tokio::time::timeout(wait, c.sock.recv(&mut buf)).await {
+        wait = Duration::from_secs(3);
         let now = Instant::now();
         let Ok(p) = rtp_types::RtpPacket::parse(&buf[..len]) else {
             continue;
@@ -242,7 +249,15 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
 
     let receivers: Vec<_> = calls
         .iter()
-        .map(|c| tokio::spawn(receive(c.clone(), hist.clone(), received.clone())))
+        .map(|c| {
+            let first_wait = Duration::from_secs(o.ramp_seconds + 5);
+            tokio::spawn(receive(
+                c.clone(),
+                hist.clone(),
+                received.clone(),
+                first_wait,
+            ))
+        })
         .collect();
 
     // Senders: a few tasks, each pacing a slice of the calls every 20 ms.
