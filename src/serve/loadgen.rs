@@ -72,7 +72,7 @@ pub struct LoadReport {
     /// Gateway resident memory at the start and end of the measured period, MiB, and the
     /// samples in between (every 10 s).
     pub gateway_rss_mib: Vec<f64>,
-    /// Senders that fell behind their 20 ms schedule by more than 5 ms (load generator
+    /// Sender ticks (1 ms each) that fell more than 5 ms behind schedule (load generator
     /// saturation; the figures are then pessimistic).
     pub late_ticks: u64,
 }
@@ -153,8 +153,12 @@ struct CallState {
     id: String,
     /// The call's caller port on the gateway.
     to: SocketAddr,
-    /// Sender tick at which this call starts (ramp).
+    /// Packet period (20 ms) at which this call starts (ramp).
     start_tick: u64,
+    /// Offset of this call's packets within each 20 ms period, ms. Real calls are not in
+    /// step; sending every call's packet in the same instant would measure a queue the
+    /// load generator made, not the gateway.
+    phase: u64,
     /// Send instants of the packets, by packet index modulo the ring size; `None` for
     /// packets sent outside the measured period.
     sent_at: Mutex<Vec<Option<Instant>>>,
@@ -162,6 +166,9 @@ struct CallState {
 
 const RING: usize = 256;
 const TICK: Duration = Duration::from_millis(20);
+/// Sender resolution: each call sends in its own 1 ms slot of the 20 ms period.
+const SLOT: Duration = Duration::from_millis(1);
+const SLOTS: u64 = 20;
 
 async fn create_call(o: &LoadOptions, i: usize, ramp_ticks: u64) -> Result<CallState, String> {
     let sock = UdpSocket::bind("127.0.0.1:0")
@@ -189,6 +196,7 @@ async fn create_call(o: &LoadOptions, i: usize, ramp_ticks: u64) -> Result<CallS
         id: v["call_id"].as_str().unwrap_or_default().to_owned(),
         to,
         start_tick: ramp_ticks * i as u64 / o.calls.max(1) as u64,
+        phase: (i as u64 * 7) % SLOTS,
         sent_at: Mutex::new(vec![None; RING]),
     })
 }
@@ -260,7 +268,8 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
         })
         .collect();
 
-    // Senders: a few tasks, each pacing a slice of the calls every 20 ms.
+    // Senders: a few tasks, each pacing a slice of the calls every 20 ms, each call in its
+    // own millisecond of the period.
     let senders = 4.min(o.calls.max(1));
     let per = o.calls.div_ceil(senders).max(1);
     let mut send_tasks = Vec::new();
@@ -272,18 +281,23 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
         let measuring = measuring.clone();
         let stop = stop.clone();
         send_tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK);
+            let mut by_slot: Vec<Vec<(usize, Arc<CallState>)>> = vec![Vec::new(); SLOTS as usize];
+            for (j, c) in chunk.into_iter().enumerate() {
+                by_slot[c.phase as usize].push((j, c));
+            }
+            let mut tick = tokio::time::interval(SLOT);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut pkt = [0u8; 256];
-            let mut k: u64 = 0;
+            let mut slot: u64 = 0;
             while !stop.load(Ordering::Relaxed) {
                 let due = tick.tick().await;
                 if due.elapsed() > Duration::from_millis(5) {
                     late.fetch_add(1, Ordering::Relaxed);
                 }
                 let m = measuring.load(Ordering::Relaxed);
-                for (j, c) in chunk.iter().enumerate() {
-                    let Some(i) = k.checked_sub(c.start_tick) else {
+                let period = slot / SLOTS;
+                for (j, c) in &by_slot[(slot % SLOTS) as usize] {
+                    let Some(i) = period.checked_sub(c.start_tick) else {
                         continue;
                     };
                     let payload = &audio[i as usize % audio.len()];
@@ -292,7 +306,7 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
                         .marker_bit(i == 0)
                         .sequence_number(i as u16)
                         .timestamp((i as u32).wrapping_mul(160))
-                        .ssrc(0x5eed_0000 + j as u32)
+                        .ssrc(0x5eed_0000 + *j as u32)
                         .payload(payload.as_slice())
                         .write_into(&mut pkt)
                     else {
@@ -306,7 +320,7 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
                     }
                     let _ = c.sock.send_to(&pkt[..n], c.to).await;
                 }
-                k += 1;
+                slot += 1;
             }
         }));
     }
