@@ -18,7 +18,7 @@ use serde::Serialize;
 use tonewall::codec::Codec;
 use tonewall::dtmf::{Detector, DetectorEvent, RATE};
 use tonewall::event::{Event, Outputs, SecureDigit};
-use tonewall::pipeline::{ChannelPipeline, Downsampler, PipelineConfig, Sample};
+use tonewall::pipeline::{ChannelPipeline, ChunkResampler, PipelineConfig, Sample};
 use tonewall::time::ChannelId;
 use tonewall::wav::{Wav, WavData};
 
@@ -144,7 +144,7 @@ fn detect(input: &Path, config: Option<&Path>) -> Result<(), CliError> {
         let (mut ds, lag) = if wav.rate == RATE {
             (None, 0.0)
         } else {
-            let ds = Downsampler::new(wav.rate).map_err(|e| fail(input, e))?;
+            let ds = ChunkResampler::new(wav.rate).map_err(|e| fail(input, e))?;
             let lag = ds.delay_out() as f64;
             (Some(ds), lag)
         };

@@ -9,7 +9,7 @@
 
 mod resample;
 
-pub use resample::{Downsampler, ResampleError, ResampleSetupError};
+pub use resample::{ChunkResampler, ResampleError, ResampleSetupError};
 
 use serde::Deserialize;
 
@@ -131,7 +131,7 @@ pub struct ChannelPipeline<T: Sample> {
     cfg: PipelineConfig,
     channel: ChannelId,
     detector: Detector,
-    downsampler: Option<Downsampler>,
+    downsampler: Option<ChunkResampler>,
     /// Media-time offset of the detector's timeline (resampler delay), in media samples.
     det_lag: u64,
     /// Margin around masked spans on the resampled path (filter smear), media samples.
@@ -166,7 +166,7 @@ impl<T: Sample> ChannelPipeline<T> {
         let (downsampler, det_lag, margin, extra) = if cfg.rate == RATE {
             (None, 0, 0, 0)
         } else {
-            let ds = Downsampler::new(cfg.rate)?;
+            let ds = ChunkResampler::new(cfg.rate)?;
             let ratio = cfg.rate as f64 / RATE as f64;
             let lag = (ds.delay_out() as f64 * ratio).round() as u64;
             let margin = (cfg.rate / 1000) as u64;

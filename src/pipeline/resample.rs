@@ -1,17 +1,17 @@
-//! Resampling to the detector's 8 kHz with rubato's FFT resampler (fixed input and output
-//! chunk), with the delay it adds reported so media times and the look-ahead can account
-//! for it.
+//! Chunked resampling with rubato's FFT resampler (fixed input and output chunk), with the
+//! delay it adds reported so media times and the look-ahead can account for it. The
+//! pipeline uses it down to the detector's 8 kHz; the STT fork up to 16 kHz.
 //!
-//! Must never: allocate in [`Downsampler::push`]; rubato's `process_into_buffer` is
-//! allocation-free with preallocated buffers.
+//! Must never: allocate in [`ChunkResampler::push`] or [`ChunkResampler::flush`]; rubato's
+//! `process_into_buffer` is allocation-free with preallocated buffers.
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Resampler};
+use rubato::{Fft, FixedSync, Indexing, Resampler};
 
 use crate::dtmf::RATE;
 
-/// Feeds audio at any rate and hands out 8 kHz chunks.
-pub struct Downsampler {
+/// Feeds audio at one rate and hands out chunks at another.
+pub struct ChunkResampler {
     rs: Fft<f32>,
     chunk_in: usize,
     input: Vec<f32>,
@@ -22,23 +22,29 @@ pub struct Downsampler {
 
 /// Resampler construction failed (unsupported rate pair).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot resample {rate} Hz to 8 kHz: {reason}")]
+#[error("cannot resample {rate} Hz to {to} Hz: {reason}")]
 pub struct ResampleSetupError {
     rate: u32,
+    to: u32,
     reason: String,
 }
 
-impl Downsampler {
-    /// A resampler from `rate` Hz to 8 kHz working in chunks of about 5 ms.
+impl ChunkResampler {
+    /// A resampler from `rate` Hz to the detector's 8 kHz working in chunks of about 5 ms,
+    /// which keeps the added delay small.
     pub fn new(rate: u32) -> Result<Self, ResampleSetupError> {
-        let err = |reason: String| ResampleSetupError { rate, reason };
-        let gcd = gcd(rate as usize, RATE as usize);
+        Self::between(rate, RATE, 200)
+    }
+
+    /// A resampler from `rate` Hz to `to` Hz working in chunks of about 1/`chunks_per_s` s.
+    pub fn between(rate: u32, to: u32, chunks_per_s: u32) -> Result<Self, ResampleSetupError> {
+        let err = |reason: String| ResampleSetupError { rate, to, reason };
+        let gcd = gcd(rate as usize, to as usize);
         let step_in = rate as usize / gcd;
-        // About 5 ms per chunk keeps the added delay small; the FFT block must be a whole
-        // number of input steps.
-        let want = (rate as usize / 200).max(1);
+        // The FFT block must be a whole number of input steps.
+        let want = (rate as usize / chunks_per_s.max(1) as usize).max(1);
         let chunk_in = want.div_ceil(step_in) * step_in;
-        let rs = Fft::<f32>::new(rate as usize, RATE as usize, chunk_in, 1, FixedSync::Both)
+        let rs = Fft::<f32>::new(rate as usize, to as usize, chunk_in, 1, FixedSync::Both)
             .map_err(|e| err(e.to_string()))?;
         let chunk_in = rs.input_frames_next();
         let out_max = rs.output_frames_max();
@@ -58,7 +64,7 @@ impl Downsampler {
         self.chunk_in
     }
 
-    /// Delay of the resampler itself, in 8 kHz samples.
+    /// Delay of the resampler itself, in output samples.
     pub fn delay_out(&self) -> usize {
         self.delay_out
     }
@@ -79,18 +85,39 @@ impl Downsampler {
             i += n;
             if self.filled == self.chunk_in {
                 self.filled = 0;
-                let out_len = self.output.len();
-                let inp = InterleavedSlice::new(&self.input[..], 1, self.chunk_in)
-                    .map_err(|_| ResampleError)?;
-                let mut out = InterleavedSlice::new_mut(&mut self.output[..], 1, out_len)
-                    .map_err(|_| ResampleError)?;
-                let (_, produced) = self
-                    .rs
-                    .process_into_buffer(&inp, &mut out, None)
-                    .map_err(|_| ResampleError)?;
-                f(&self.output[..produced]);
+                self.process(None, &mut f)?;
             }
         }
+        Ok(())
+    }
+
+    /// End of stream: resample what a partial last chunk holds and call `f` with it.
+    pub fn flush<F: FnMut(&[f32])>(&mut self, mut f: F) -> Result<(), ResampleError> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let n = self.filled;
+        self.input[n..].fill(0.0);
+        self.filled = 0;
+        self.process(Some(n), &mut f)
+    }
+
+    fn process<F: FnMut(&[f32])>(
+        &mut self,
+        partial: Option<usize>,
+        f: &mut F,
+    ) -> Result<(), ResampleError> {
+        let out_len = self.output.len();
+        let inp =
+            InterleavedSlice::new(&self.input[..], 1, self.chunk_in).map_err(|_| ResampleError)?;
+        let mut out = InterleavedSlice::new_mut(&mut self.output[..], 1, out_len)
+            .map_err(|_| ResampleError)?;
+        let idx = partial.map(|n| Indexing::default().partial_len(n));
+        let (_, produced) = self
+            .rs
+            .process_into_buffer(&inp, &mut out, idx.as_ref())
+            .map_err(|_| ResampleError)?;
+        f(&self.output[..produced]);
         Ok(())
     }
 }

@@ -17,7 +17,7 @@
 //! # Resampling
 //!
 //! 16 kHz input passes through untouched; any other rate goes through rubato's FFT resampler
-//! (as in `pipeline::resample`), one 20 ms input chunk at a time; the resampler's own delay
+//! (the pipeline's `ChunkResampler`), one 20 ms input chunk at a time; the resampler's own delay
 //! is trimmed from the start of each connection's stream so it starts with the call's audio.
 //! Each connection gets a fresh resampler, so a reconnect never splices stale history in.
 //!
@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -41,6 +39,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{AudioFrame, Backoff, Cancel, LogLimit, SinkStats};
+use crate::pipeline::ChunkResampler;
 
 /// Rate of the audio sent to the STT engine.
 pub const STT_RATE: u32 = 16_000;
@@ -56,14 +55,11 @@ const STABLE: Duration = Duration::from_secs(5);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Linear audio at any rate in, 16 kHz out.
+/// Linear audio at any rate in, 16 kHz out: the pipeline's [`ChunkResampler`] in 20 ms
+/// chunks, with its start-up delay trimmed and samples back in 16-bit.
 pub struct To16k {
-    rs: Option<Fft<f32>>,
+    rs: Option<ChunkResampler>,
     rate: u32,
-    chunk_in: usize,
-    input: Vec<f32>,
-    filled: usize,
-    output: Vec<f32>,
     /// Output samples still to drop at the start (the resampler's delay).
     skip: usize,
 }
@@ -75,28 +71,15 @@ impl To16k {
             return Ok(Self {
                 rs: None,
                 rate,
-                chunk_in: 0,
-                input: Vec::new(),
-                filled: 0,
-                output: Vec::new(),
                 skip: 0,
             });
         }
         // 20 ms per chunk, the frame size the media task hands over.
-        let want = (rate as usize / 50).max(1);
-        let rs = Fft::<f32>::new(rate as usize, STT_RATE as usize, want, 1, FixedSync::Both)
-            .map_err(|e| e.to_string())?;
-        let chunk_in = rs.input_frames_next();
-        let out_max = rs.output_frames_max();
-        let skip = rs.output_delay();
+        let rs = ChunkResampler::between(rate, STT_RATE, 50).map_err(|e| e.to_string())?;
         Ok(Self {
+            skip: rs.delay_out(),
             rs: Some(rs),
             rate,
-            chunk_in,
-            input: vec![0.0; chunk_in],
-            filled: 0,
-            output: vec![0.0; out_max],
-            skip,
         })
     }
 
@@ -107,62 +90,34 @@ impl To16k {
 
     /// Convert `x`, appending 16 kHz samples to `out`.
     pub fn push(&mut self, x: &[i16], out: &mut Vec<i16>) -> Result<(), String> {
-        if self.rs.is_none() {
+        let Some(rs) = &mut self.rs else {
             out.extend_from_slice(x);
             return Ok(());
-        }
-        let mut i = 0;
-        while i < x.len() {
-            let n = (self.chunk_in - self.filled).min(x.len() - i);
-            for (d, &s) in self.input[self.filled..self.filled + n]
-                .iter_mut()
-                .zip(&x[i..i + n])
-            {
-                *d = s as f32;
-            }
-            self.filled += n;
-            i += n;
-            if self.filled == self.chunk_in {
-                self.filled = 0;
-                self.process(None, out)?;
-            }
-        }
-        Ok(())
+        };
+        let skip = &mut self.skip;
+        rs.push(x, |y| emit(y, skip, out))
+            .map_err(|e| e.to_string())
     }
 
     /// Push out what a partial last chunk holds (end of stream).
     pub fn flush(&mut self, out: &mut Vec<i16>) -> Result<(), String> {
-        if self.rs.is_none() || self.filled == 0 {
-            return Ok(());
-        }
-        let n = self.filled;
-        self.input[n..].fill(0.0);
-        self.filled = 0;
-        self.process(Some(n), out)
-    }
-
-    fn process(&mut self, partial: Option<usize>, out: &mut Vec<i16>) -> Result<(), String> {
         let Some(rs) = &mut self.rs else {
             return Ok(());
         };
-        let out_len = self.output.len();
-        let inp =
-            InterleavedSlice::new(&self.input[..], 1, self.chunk_in).map_err(|e| e.to_string())?;
-        let mut o = InterleavedSlice::new_mut(&mut self.output[..], 1, out_len)
-            .map_err(|e| e.to_string())?;
-        let idx = partial.map(|n| Indexing::default().partial_len(n));
-        let (_, produced) = rs
-            .process_into_buffer(&inp, &mut o, idx.as_ref())
-            .map_err(|e| e.to_string())?;
-        let from = self.skip.min(produced);
-        self.skip -= from;
-        out.extend(
-            self.output[from..produced]
-                .iter()
-                .map(|&v| v.round().clamp(-32768.0, 32767.0) as i16),
-        );
-        Ok(())
+        let skip = &mut self.skip;
+        rs.flush(|y| emit(y, skip, out)).map_err(|e| e.to_string())
     }
+}
+
+/// Append resampled output to `out` as 16-bit, dropping the first `skip` samples.
+fn emit(y: &[f32], skip: &mut usize, out: &mut Vec<i16>) {
+    let from = (*skip).min(y.len());
+    *skip -= from;
+    out.extend(
+        y[from..]
+            .iter()
+            .map(|&v| v.round().clamp(-32768.0, 32767.0) as i16),
+    );
 }
 
 /// One connection's stream state: the resampler and the samples not yet sent.
