@@ -91,6 +91,7 @@ fn encode(codec: Codec, x: &[i16]) -> Vec<u8> {
         Codec::Pcmu => x.iter().map(|&s| linear_to_ulaw(s)).collect(),
         Codec::Pcma => x.iter().map(|&s| linear_to_alaw(s)).collect(),
         Codec::Pcm16 => x.iter().flat_map(|s| s.to_be_bytes()).collect(),
+        Codec::Opus => panic!("Opus packets come from an encoder, not per sample"),
     }
 }
 
@@ -102,6 +103,7 @@ fn decode(codec: Codec, b: &[u8]) -> Vec<i16> {
             .chunks_exact(2)
             .map(|c| i16::from_be_bytes([c[0], c[1]]))
             .collect(),
+        Codec::Opus => panic!("Opus packets are decoded by a decoder, not per sample"),
     }
 }
 

@@ -1,13 +1,22 @@
-//! Codecs: G.711 mu-law and A-law conversion to and from 16-bit linear PCM, and what
-//! "silence" means in each codec's own domain.
+//! Codecs: G.711 mu-law and A-law conversion to and from 16-bit linear PCM, what "silence"
+//! means in each codec's own domain, and frame codecs (Opus) behind a small trait.
 //!
-//! Owns: the bit-exact G.711 tables and the [`Codec`] enum the pipeline masks in.
+//! Owns: the bit-exact G.711 tables, the [`Codec`] enum the pipeline masks in, and the
+//! [`FrameDecoder`]/[`FrameEncoder`] seam.
 //! Must never: allocate, log, or touch sample values it was not asked to convert; the
 //! masker relies on untouched code words passing through bit-exact.
 
+mod frame;
 mod g711;
+#[cfg(feature = "opus")]
+mod opus;
 
+pub use frame::{FrameCodecError, FrameDecoder, FrameEncoder};
 pub use g711::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear};
+#[cfg(feature = "opus")]
+pub use opus::{
+    OpusDecoder, OpusEncoder, OPUS_DEFAULT_BITRATE, OPUS_MAX_PACKET_SAMPLES, OPUS_RATE,
+};
 
 /// The on-the-wire sample format of a media stream, as the masker sees it.
 ///
@@ -22,6 +31,9 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law (PCMA, RTP payload type 8).
     Pcma,
+    /// Opus (RFC 7587): decoded to 48 kHz 16-bit PCM, masked there, and re-encoded. The
+    /// masker itself works on the PCM, so it never sees this variant.
+    Opus,
 }
 
 impl Codec {
@@ -32,7 +44,7 @@ impl Codec {
         match self {
             Codec::Pcmu => 0xFF,
             Codec::Pcma => 0xD5,
-            Codec::Pcm16 => 0,
+            Codec::Pcm16 | Codec::Opus => 0,
         }
     }
 
@@ -42,7 +54,7 @@ impl Codec {
         match self {
             Codec::Pcmu => ulaw_to_linear(b),
             Codec::Pcma => alaw_to_linear(b),
-            Codec::Pcm16 => 0,
+            Codec::Pcm16 | Codec::Opus => 0,
         }
     }
 
@@ -52,7 +64,7 @@ impl Codec {
         match self {
             Codec::Pcmu => linear_to_ulaw(s),
             Codec::Pcma => linear_to_alaw(s),
-            Codec::Pcm16 => 0,
+            Codec::Pcm16 | Codec::Opus => 0,
         }
     }
 

@@ -231,6 +231,16 @@ impl<T: Sample> ChannelPipeline<T> {
         self.capture.is_open()
     }
 
+    /// Is a tone being masked now, or did the last masked span end less than `window`
+    /// samples before the input position? (Loss concealment asks: extrapolating from a tone
+    /// could re-create it.)
+    pub fn tone_within(&self, window: u64) -> bool {
+        self.open_span.is_some()
+            || self
+                .last_span
+                .is_some_and(|(_, end)| end.saturating_add(window) >= self.in_pos)
+    }
+
     /// Position of the next sample to leave the pipeline (control inputs take effect here,
     /// so a pause covers everything not yet emitted).
     fn out_pos(&self) -> u64 {

@@ -14,6 +14,8 @@
 use rtp_types::{RtpPacket, RtpPacketBuilder};
 use serde::Deserialize;
 
+#[cfg_attr(not(feature = "opus"), allow(unused_imports))]
+use super::frames::{FrameOut, FrameSrc, FrameStage};
 use super::reorder::{ReorderBuffer, SeqClass, Sequencer};
 use super::telephone_event::{EventState, EventTracker, Observed, TelephoneEvent};
 use crate::codec::Codec;
@@ -48,6 +50,9 @@ const HEADER_ROOM: usize = 12 + 60 + 4 + 256 + 255;
 pub const MAX_REORDER_WINDOW: u16 = 64;
 /// Largest `max_fill_ms`: longer gaps are resynchronised, never filled.
 pub const MAX_FILL_MS: u32 = 10_000;
+/// A lost frame-codec packet is concealed with silence, not extrapolation, this close to a
+/// masked tone (concealment continues what it heard last, and that may be a tone's onset).
+pub const CONCEAL_GUARD_MS: u32 = 200;
 
 /// How a caller leg is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -55,10 +60,17 @@ pub const MAX_FILL_MS: u32 = 10_000;
 pub struct LegConfig {
     /// Payload type of the audio codec.
     pub audio_pt: u8,
-    /// Audio codec: PCMU, PCMA, or `Pcm16` for RTP L16 (mono, big-endian on the wire).
+    /// Audio codec: PCMU, PCMA, `Pcm16` for RTP L16 (mono, big-endian on the wire), or Opus.
     pub codec: Codec,
-    /// Sample rate: 8000 for G.711; L16 8000 to 192000.
+    /// Sample rate: 8000 for G.711; L16 8000 to 192000; Opus 48000 (its RTP clock).
     pub rate: u32,
+    /// Codec towards downstream when it differs from the caller's: only Opus calls can change
+    /// it, to PCMU or PCMA at 8 kHz. `None` keeps the caller's codec.
+    pub downstream_codec: Option<Codec>,
+    /// Payload type towards downstream; `None` keeps `audio_pt`.
+    pub downstream_pt: Option<u8>,
+    /// Bit rate of the downstream Opus encoder, bit/s.
+    pub opus_bitrate: u32,
     /// Payload type of RFC 4733 telephone-events (same clock rate as the audio), if any.
     pub telephone_event_pt: Option<u8>,
     /// Size of the silence packets the leg synthesises, ms.
@@ -82,6 +94,9 @@ impl Default for LegConfig {
             audio_pt: 0,
             codec: Codec::Pcmu,
             rate: 8000,
+            downstream_codec: None,
+            downstream_pt: None,
+            opus_bitrate: 32_000,
             telephone_event_pt: Some(101),
             fill_ms: 20,
             reorder_window: 4,
@@ -147,6 +162,10 @@ pub struct LegStats {
     pub filled_frames: u64,
     /// Changes of the caller's SSRC.
     pub ssrc_changes: u64,
+    /// Payloads the codec refused to decode (sent on as silence).
+    pub decode_errors: u64,
+    /// Losses concealed with the codec's extrapolation rather than silence.
+    pub concealed: u64,
     /// Sequence or timestamp resynchronisations.
     pub resyncs: u64,
 }
@@ -155,7 +174,9 @@ pub struct LegStats {
 #[derive(Debug, thiserror::Error)]
 pub enum LegError {
     /// Codec and rate do not go together.
-    #[error("codec {codec:?} cannot run at {rate} Hz (G.711 needs 8000; L16 8000 to 192000)")]
+    #[error(
+        "codec {codec:?} cannot run at {rate} Hz (G.711 needs 8000; L16 8000 to 192000; Opus 48000)"
+    )]
     Rate {
         /// The codec asked for.
         codec: Codec,
@@ -174,6 +195,17 @@ pub enum LegError {
     /// `max_fill_ms` too large.
     #[error("max_fill_ms must be at most {MAX_FILL_MS}, got {0}")]
     MaxFill(u32),
+    /// The downstream codec cannot be produced from the caller's.
+    #[error("cannot send {to:?} downstream from a {from:?} caller (only Opus to PCMU/PCMA)")]
+    Transcode {
+        /// The caller's codec.
+        from: Codec,
+        /// The downstream codec asked for.
+        to: Codec,
+    },
+    /// This build has no Opus (the `opus` cargo feature is off), or libopus refused to start.
+    #[error("Opus is not available: {0}")]
+    Opus(&'static str),
     /// The pipeline refused its configuration (look-ahead, resampler).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -187,11 +219,13 @@ enum Pipe {
         inp: Vec<u8>,
         outp: Vec<u8>,
     },
-    /// L16 samples.
+    /// Linear samples: L16, or a frame codec's decoded PCM (`frames` then decodes before and
+    /// encodes after the pipeline).
     L16 {
         p: ChannelPipeline<i16>,
         inp: Vec<i16>,
         outp: Vec<i16>,
+        frames: Option<Box<FrameStage>>,
     },
 }
 
@@ -215,14 +249,19 @@ impl Pipe {
 #[derive(Clone, Copy)]
 enum Src<'a> {
     Payload(&'a [u8]),
+    /// The time of packets that never arrived (a frame codec may conceal it).
+    Lost,
     Silence,
 }
 
 /// The output stream: our SSRC, our numbering, our clock.
-struct OutStream {
+pub(super) struct OutStream {
     ssrc: u32,
     pt: u8,
+    /// Rate of the audio handed to the sinks (the input's).
     rate: u32,
+    /// Input clock ticks per output clock tick (6 when 48 kHz Opus leaves as 8 kHz G.711).
+    clock_div: u32,
     seq: u16,
     ts: u32,
     /// Samples emitted so far.
@@ -242,7 +281,8 @@ struct OutStream {
 }
 
 impl OutStream {
-    /// Send one packet carrying `payload` (wire bytes) whose linear form is `lin`.
+    /// Send one packet carrying `payload` (wire bytes) whose linear form is `lin`, and hand
+    /// `lin` to the sinks.
     fn send<O: LegOutputs + ?Sized>(
         &mut self,
         payload: &[u8],
@@ -250,7 +290,21 @@ impl OutStream {
         marker: bool,
         out: &mut O,
     ) {
-        self.ts = self.ts.wrapping_add(core::mem::take(&mut self.ts_jump));
+        self.packet(payload, lin.len() as u32, marker, out);
+        self.audio(lin, out);
+    }
+
+    /// Send one packet covering `ts_adv` ticks of the output clock.
+    pub(super) fn packet<O: LegOutputs + ?Sized>(
+        &mut self,
+        payload: &[u8],
+        ts_adv: u32,
+        marker: bool,
+        out: &mut O,
+    ) {
+        self.ts = self
+            .ts
+            .wrapping_add(core::mem::take(&mut self.ts_jump) / self.clock_div);
         // Take the pending marker even when the packet has its own, so it is not carried over.
         let pending = core::mem::take(&mut self.marker_pending);
         let marker = marker || pending;
@@ -268,10 +322,19 @@ impl OutStream {
             return;
         };
         out.packet(&self.pkt[..len]);
-        let n = lin.len() as u64;
         self.seq = self.seq.wrapping_add(1);
-        self.ts = self.ts.wrapping_add(n as u32);
+        self.ts = self.ts.wrapping_add(ts_adv);
         self.packets += 1;
+    }
+
+    /// Let `ts_adv` ticks pass with no packet (the receiver sees a loss, never audio).
+    pub(super) fn skip(&mut self, ts_adv: u32) {
+        self.ts = self.ts.wrapping_add(ts_adv);
+    }
+
+    /// Masked audio leaving the pipeline, for the sinks, on the input's media timeline.
+    pub(super) fn audio<O: LegOutputs + ?Sized>(&mut self, lin: &[i16], out: &mut O) {
+        let n = lin.len() as u64;
         let k = self.emitted;
         self.emitted += n;
         let skip = self.delay.saturating_sub(k).min(n) as usize;
@@ -349,6 +412,7 @@ impl CallerLeg {
         let rate_ok = match cfg.codec {
             Codec::Pcmu | Codec::Pcma => cfg.rate == 8000,
             Codec::Pcm16 => (8000..=192_000).contains(&cfg.rate),
+            Codec::Opus => cfg.rate == 48_000,
         };
         if !rate_ok {
             return Err(LegError::Rate {
@@ -374,24 +438,48 @@ impl CallerLeg {
         if cfg.max_fill_ms > MAX_FILL_MS {
             return Err(LegError::MaxFill(cfg.max_fill_ms));
         }
+        let down_codec = cfg.downstream_codec.unwrap_or(cfg.codec);
+        let transcode_ok = down_codec == cfg.codec
+            || (cfg.codec == Codec::Opus && matches!(down_codec, Codec::Pcmu | Codec::Pcma));
+        if !transcode_ok {
+            return Err(LegError::Transcode {
+                from: cfg.codec,
+                to: down_codec,
+            });
+        }
+        let down_pt = cfg.downstream_pt.unwrap_or(cfg.audio_pt);
+        if !pt_ok(down_pt) {
+            return Err(LegError::PayloadType(down_pt));
+        }
         let samples = |ms: u32| (ms as u64 * cfg.rate as u64 / 1000) as usize;
+        // A frame codec is masked as the linear PCM it decodes to.
+        let pipe_codec = if cfg.codec == Codec::Opus {
+            Codec::Pcm16
+        } else {
+            cfg.codec
+        };
         let pcfg = PipelineConfig {
-            codec: cfg.codec,
+            codec: pipe_codec,
             rate: cfg.rate,
             ..cfg.pipeline
         };
         let max_samples = samples(MAX_PACKET_MS);
         let fill = samples(cfg.fill_ms).max(1);
         let (pipe, delay) = match cfg.codec {
-            Codec::Pcm16 => {
+            Codec::Pcm16 | Codec::Opus => {
                 let p = ChannelPipeline::<i16>::new(pcfg, channel)?;
                 let d = p.delay();
                 let n = max_samples.max(d);
+                let frames = match cfg.codec {
+                    Codec::Opus => Some(Box::new(opus_stage(&cfg, down_codec, max_samples)?)),
+                    _ => None,
+                };
                 (
                     Pipe::L16 {
                         p,
                         inp: vec![0; n],
                         outp: vec![0; n],
+                        frames,
                     },
                     d,
                 )
@@ -423,8 +511,13 @@ impl CallerLeg {
         Ok(Self {
             out_stream: OutStream {
                 ssrc: s,
-                pt: cfg.audio_pt,
+                pt: down_pt,
                 rate: cfg.rate,
+                clock_div: if down_codec.is_g711() && cfg.codec == Codec::Opus {
+                    cfg.rate / 8000
+                } else {
+                    1
+                },
                 seq: (s ^ s >> 16) as u16,
                 ts: s.rotate_left(11) ^ 0x5A5A_0000,
                 emitted: 0,
@@ -476,8 +569,16 @@ impl CallerLeg {
 
     /// Counters so far.
     pub fn stats(&self) -> LegStats {
+        let (decode_errors, concealed) = match &self.pipe {
+            Pipe::L16 {
+                frames: Some(st), ..
+            } => (st.decode_errors, st.concealed),
+            _ => (0, 0),
+        };
         LegStats {
             packets_out: self.out_stream.packets,
+            decode_errors,
+            concealed,
             ..self.stats
         }
     }
@@ -485,6 +586,17 @@ impl CallerLeg {
     /// Pipeline delay in samples: output packets carry audio this much older than the input.
     pub fn delay(&self) -> usize {
         self.pipe.delay()
+    }
+
+    /// Delay a listener downstream hears, in input samples: the pipeline's plus what the
+    /// downstream encoder adds (Opus look-ahead, or the 48 to 8 kHz resampler).
+    pub fn downstream_delay(&self) -> usize {
+        match &self.pipe {
+            Pipe::L16 {
+                frames: Some(st), ..
+            } => self.pipe.delay() + st.encoder_delay(),
+            _ => self.pipe.delay(),
+        }
     }
 
     /// When the last valid RTP packet (audio or event, any source) arrived, in the caller's
@@ -603,6 +715,17 @@ impl CallerLeg {
                     filled += 1;
                 }
             }
+            Pipe::L16 {
+                p,
+                outp,
+                frames: Some(st),
+                ..
+            } => {
+                p.finish(&mut outp[..d], out);
+                o.audio(&outp[..d], out);
+                st.emit(&outp[..d], o, out);
+                st.flush(o, out);
+            }
             Pipe::L16 { p, outp, .. } => {
                 p.finish(&mut outp[..d], out);
                 for c in outp[..d].chunks(self.fill) {
@@ -625,11 +748,8 @@ impl CallerLeg {
         let payload = p.payload();
         let kind = if pt == self.cfg.audio_pt {
             let bad_l16 = self.cfg.codec == Codec::Pcm16 && !payload.len().is_multiple_of(2);
-            let samples = match self.cfg.codec {
-                Codec::Pcm16 => payload.len() / 2,
-                _ => payload.len(),
-            };
-            if payload.is_empty() || bad_l16 || samples > self.max_samples {
+            let samples = self.samples_of(payload);
+            if payload.is_empty() || bad_l16 || samples == 0 || samples > self.max_samples {
                 self.stats.malformed += 1;
                 return None;
             }
@@ -758,6 +878,12 @@ impl CallerLeg {
             self.next_ts = None;
             self.event_fill_from = None;
             self.suppress_until = None;
+            if let Pipe::L16 {
+                frames: Some(st), ..
+            } = &mut self.pipe
+            {
+                st.reset();
+            }
             self.stats.ssrc_changes += 1;
             out.stream(StreamEvent::SsrcChanged);
         } else {
@@ -842,9 +968,16 @@ impl CallerLeg {
         }
     }
 
+    /// Samples an audio payload carries (0 for a frame-codec packet that does not parse).
     fn samples_of(&self, payload: &[u8]) -> usize {
-        match self.cfg.codec {
-            Codec::Pcm16 => payload.len() / 2,
+        match (&self.pipe, self.cfg.codec) {
+            (
+                Pipe::L16 {
+                    frames: Some(st), ..
+                },
+                _,
+            ) => st.samples(payload).unwrap_or(0),
+            (_, Codec::Pcm16) => payload.len() / 2,
             _ => payload.len(),
         }
     }
@@ -894,7 +1027,7 @@ impl CallerLeg {
                     if d <= self.max_fill as i64 {
                         // Loss or a short gap: silence of the missing duration, so the
                         // output and the detector's timeline stay whole.
-                        self.fill_silence(d as usize, out);
+                        self.fill_silence(d as usize, Src::Lost, out);
                     } else {
                         // A pause (DTX) or a new timebase: no fill. A pause shows downstream
                         // as the same jump in our timestamps; an implausible jump does not.
@@ -1047,16 +1180,17 @@ impl CallerLeg {
             return;
         }
         self.event_fill_from.get_or_insert(next);
-        self.fill_silence(whole, out);
+        self.fill_silence(whole, Src::Silence, out);
     }
 
-    /// Feed `samples` of silence through the pipeline as packets of `fill_ms`, advancing the
-    /// input timeline by the same amount.
-    fn fill_silence<O: LegOutputs + ?Sized>(&mut self, samples: usize, out: &mut O) {
+    /// Feed `samples` of silence (or, for lost packets, what the codec may conceal them with)
+    /// through the pipeline as packets of `fill_ms`, advancing the input timeline by the same
+    /// amount.
+    fn fill_silence<O: LegOutputs + ?Sized>(&mut self, samples: usize, src: Src<'_>, out: &mut O) {
         let mut left = samples;
         while left > 0 {
             let m = left.min(self.fill);
-            self.step(Src::Silence, m, false, out);
+            self.step(src, m, false, out);
             self.stats.filled_frames += 1;
             left -= m;
         }
@@ -1065,15 +1199,30 @@ impl CallerLeg {
         }
     }
 
+    /// Is extrapolating a lost packet safe now? Not inside a capture window, not during or
+    /// just after a telephone-event, and not within [`CONCEAL_GUARD_MS`] of a masked tone:
+    /// concealment repeats what came before, and before may have been a key tone.
+    fn conceal_ok(&self) -> bool {
+        let Pipe::L16 { p, .. } = &self.pipe else {
+            return false;
+        };
+        let guard = CONCEAL_GUARD_MS as u64 * self.cfg.rate as u64 / 1000;
+        !p.capture_open()
+            && !p.tone_within(guard)
+            && !self.event_active()
+            && self.suppress_until.is_none()
+    }
+
     /// Push `n` samples (a payload, or silence) through the pipeline and send the result.
     fn step<O: LegOutputs + ?Sized>(&mut self, src: Src<'_>, n: usize, marker: bool, out: &mut O) {
+        let conceal_ok = matches!(src, Src::Lost) && self.conceal_ok();
         let o = &mut self.out_stream;
         match &mut self.pipe {
             Pipe::G711 { p, inp, outp } => {
                 let codec = p.config().codec;
                 match src {
                     Src::Payload(b) => inp[..n].copy_from_slice(&b[..n]),
-                    Src::Silence => inp[..n].fill(codec.silence_byte()),
+                    Src::Lost | Src::Silence => inp[..n].fill(codec.silence_byte()),
                 }
                 p.process(&inp[..n], &mut outp[..n], out);
                 for (l, &b) in o.lin[..n].iter_mut().zip(&outp[..n]) {
@@ -1083,14 +1232,38 @@ impl CallerLeg {
                 o.send(&outp[..n], &lin[..n], marker, out);
                 o.lin = lin;
             }
-            Pipe::L16 { p, inp, outp } => {
+            Pipe::L16 {
+                p,
+                inp,
+                outp,
+                frames: Some(st),
+            } => {
+                let fsrc = match src {
+                    Src::Payload(b) => FrameSrc::Payload(b),
+                    Src::Lost => FrameSrc::Lost,
+                    Src::Silence => FrameSrc::Silence,
+                };
+                st.decode(fsrc, conceal_ok, &mut inp[..n]);
+                p.process(&inp[..n], &mut outp[..n], out);
+                if marker {
+                    o.marker_pending = true;
+                }
+                o.audio(&outp[..n], out);
+                st.emit(&outp[..n], o, out);
+            }
+            Pipe::L16 {
+                p,
+                inp,
+                outp,
+                frames: None,
+            } => {
                 match src {
                     Src::Payload(b) => {
                         for (s, c) in inp[..n].iter_mut().zip(b.chunks_exact(2)) {
                             *s = i16::from_be_bytes([c[0], c[1]]);
                         }
                     }
-                    Src::Silence => inp[..n].fill(0),
+                    Src::Lost | Src::Silence => inp[..n].fill(0),
                 }
                 p.process(&inp[..n], &mut outp[..n], out);
                 for (c, &s) in o.be.chunks_exact_mut(2).zip(&outp[..n]) {
@@ -1102,4 +1275,34 @@ impl CallerLeg {
             }
         }
     }
+}
+
+/// The Opus decoder and downstream encoder of a leg.
+#[cfg(feature = "opus")]
+fn opus_stage(cfg: &LegConfig, down: Codec, max_samples: usize) -> Result<FrameStage, LegError> {
+    use crate::codec::{OpusDecoder, OpusEncoder};
+    let dec = OpusDecoder::new().map_err(|_| LegError::Opus("libopus refused a decoder"))?;
+    let out = if down.is_g711() {
+        let rs = crate::pipeline::ChunkResampler::between(cfg.rate, 8000, 200)
+            .map_err(PipelineError::from)?;
+        let fill = (cfg.fill_ms * 8) as usize;
+        FrameOut::G711 {
+            codec: down,
+            rs: Box::new(rs),
+            bytes: vec![0; fill],
+            len: 0,
+            fill,
+        }
+    } else {
+        let enc = OpusEncoder::new(cfg.opus_bitrate)
+            .map_err(|_| LegError::Opus("libopus refused an encoder"))?;
+        FrameOut::Frames(Box::new(enc))
+    };
+    Ok(FrameStage::new(Box::new(dec), out, max_samples))
+}
+
+/// Without the `opus` feature an Opus leg cannot be built.
+#[cfg(not(feature = "opus"))]
+fn opus_stage(_: &LegConfig, _: Codec, _: usize) -> Result<FrameStage, LegError> {
+    Err(LegError::Opus("built without the `opus` feature"))
 }

@@ -1,4 +1,4 @@
-//! RTP for the caller leg, sans-IO: datagrams and the time go in, masked RTP packets, linear
+//! RTP for the caller leg (G.711, L16 and Opus), sans-IO: datagrams and the time go in, masked RTP packets, linear
 //! audio for the sinks, events and secure digits come out. No sockets, no timers, no clock
 //! reads; the tokio shell owns those and drives [`CallerLeg`].
 //!
@@ -17,13 +17,16 @@
 //! core (built with `--no-default-features`) has no use for. Only the 4-byte RFC 4733
 //! payload is parsed by hand, in [`telephone_event`], with a fuzz test.
 
+// Only Opus constructs a frame stage today.
+#[cfg_attr(not(feature = "opus"), allow(dead_code))]
+mod frames;
 mod leg;
 pub mod reorder;
 pub mod telephone_event;
 
 pub use leg::{
-    CallerLeg, LegConfig, LegError, LegOutputs, LegStats, StreamEvent, EVENT_EXPIRY_MS,
-    EVENT_FORGET_MS, EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS, MAX_REORDER_WINDOW,
-    MAX_TS_JUMP_S,
+    CallerLeg, LegConfig, LegError, LegOutputs, LegStats, StreamEvent, CONCEAL_GUARD_MS,
+    EVENT_EXPIRY_MS, EVENT_FORGET_MS, EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS,
+    MAX_REORDER_WINDOW, MAX_TS_JUMP_S,
 };
 pub use telephone_event::{TelephoneEvent, TelephoneEventError};

@@ -210,12 +210,20 @@ pub struct CreateCall {
     pub downstream: SocketAddr,
     /// The caller's RTP address, if known; otherwise the first packet's source is latched.
     pub caller: Option<SocketAddr>,
-    /// `pcmu` (default), `pcma` or `l16`.
+    /// `pcmu` (default), `pcma`, `l16` or `opus`.
     pub codec: Option<String>,
-    /// Payload type of the audio codec (default 0 for PCMU, 8 for PCMA, 96 for L16).
+    /// Payload type of the audio codec (default 0 for PCMU, 8 for PCMA, 96 for L16, 111 for
+    /// Opus).
     pub payload_type: Option<u8>,
-    /// Clock rate (8000 for G.711; L16 8000 to 48000).
+    /// Clock rate (8000 for G.711; L16 8000 to 48000; Opus 48000).
     pub rate: Option<u32>,
+    /// Codec towards downstream: the caller's (default), or `pcmu`/`pcma` for an Opus caller
+    /// (transcoded to 8 kHz G.711 after masking).
+    pub downstream_codec: Option<String>,
+    /// Payload type towards downstream (default: the codec's usual one).
+    pub downstream_payload_type: Option<u8>,
+    /// Bit rate of the downstream Opus encoder, bit/s (6000 to 510000, default 32000).
+    pub opus_bitrate: Option<u32>,
     /// Payload type of RFC 4733 telephone-events (default 101).
     pub telephone_event_pt: Option<u8>,
     /// Look-ahead, 0 to 40 ms (default from the config).
@@ -256,10 +264,26 @@ pub struct Created {
     pub downstream_rtp: SocketAddr,
     /// Downstream RTCP.
     pub downstream_rtcp: SocketAddr,
-    /// Delay the masker adds, ms.
+    /// Delay added before downstream hears the audio, ms (look-ahead, resampler and, for
+    /// Opus, the encoder's look-ahead).
     pub delay_ms: f64,
     /// The call's event stream.
     pub events_url: String,
+}
+
+/// A codec name and its usual payload type.
+fn parse_codec(name: &str) -> Result<(Codec, u8), ApiError> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "pcmu" => (Codec::Pcmu, 0),
+        "pcma" => (Codec::Pcma, 8),
+        "l16" => (Codec::Pcm16, 96),
+        "opus" if cfg!(feature = "opus") => (Codec::Opus, 111),
+        _ => {
+            return Err(bad(format!(
+                "codec {name:?} is not supported (pcmu, pcma, l16, opus)"
+            )))
+        }
+    })
 }
 
 fn valid_id(id: &str) -> bool {
@@ -287,17 +311,31 @@ async fn create_call(
             format!("c{t:x}-{n}").into()
         }
     };
-    let (codec, default_pt) = match req.codec.as_deref().unwrap_or("pcmu") {
-        "pcmu" | "PCMU" => (Codec::Pcmu, 0),
-        "pcma" | "PCMA" => (Codec::Pcma, 8),
-        "l16" | "L16" => (Codec::Pcm16, 96),
-        other => {
-            return Err(bad(format!(
-                "codec {other:?} is not supported (pcmu, pcma, l16)"
-            )))
+    let (codec, default_pt) = parse_codec(req.codec.as_deref().unwrap_or("pcmu"))?;
+    let rate = req
+        .rate
+        .unwrap_or(if codec == Codec::Opus { 48_000 } else { 8000 });
+    if codec == Codec::Opus && rate != 48_000 {
+        return Err(bad("Opus runs at 48000 Hz (RFC 7587)"));
+    }
+    let (downstream_codec, downstream_pt) = match req.downstream_codec.as_deref() {
+        None => (None, req.downstream_payload_type),
+        Some(c) => {
+            let (c, pt) = parse_codec(c)?;
+            (Some(c), Some(req.downstream_payload_type.unwrap_or(pt)))
         }
     };
-    let rate = req.rate.unwrap_or(8000);
+    if let Some(c) = downstream_codec {
+        if c != codec && !(codec == Codec::Opus && c.is_g711()) {
+            return Err(bad(
+                "downstream_codec may differ from codec only for an Opus caller (pcmu or pcma)",
+            ));
+        }
+    }
+    let opus_bitrate = req.opus_bitrate.unwrap_or(32_000);
+    if !(6_000..=510_000).contains(&opus_bitrate) {
+        return Err(bad("opus_bitrate must be 6000 to 510000"));
+    }
     if codec.is_g711() && rate != 8000 {
         return Err(bad("G.711 runs at 8000 Hz"));
     }
@@ -325,6 +363,9 @@ async fn create_call(
         audio_pt,
         codec,
         rate,
+        downstream_codec,
+        downstream_pt,
+        opus_bitrate,
         telephone_event_pt: Some(te_pt),
         fill_ms: 20,
         reorder_window: cfg.media.reorder_window,
@@ -374,7 +415,7 @@ async fn create_call(
         return Err(ApiError(StatusCode::CONFLICT, "call_id exists".into()));
     }
     let leg = CallerLeg::new(leg_cfg, CALLER_CHANNEL).map_err(|e| bad(e.to_string()))?;
-    let delay_ms = leg.delay() as f64 * 1000.0 / rate as f64;
+    let delay_ms = leg.downstream_delay() as f64 * 1000.0 / rate as f64;
     let socks = {
         let mut cur = st
             .port_cursor

@@ -24,7 +24,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::events::{CallEvent, EndReason, EventBody, EventEnvelope};
 use super::metrics::{LocalHistogram, Metrics};
 use super::sinks::{AudioFrame, CallSinks, SecureDelivery, Side, SinkSettings, MAX_FRAME};
-use crate::codec::Codec;
+use crate::codec::{Codec, FrameDecoder};
 use crate::dtmf::Digit;
 use crate::event::{Event, Outputs, SecureDigit};
 use crate::rtp::{CallerLeg, LegConfig, LegOutputs, LegStats, StreamEvent};
@@ -358,6 +358,8 @@ pub struct Call {
     last_caller: Instant,
     return_packets: u64,
     down_pos: u64,
+    /// Decoder for the return path's audio when it is a frame codec (for the recorder).
+    down_dec: Option<Box<dyn FrameDecoder>>,
     stats_seen: LegStats,
     process_time: LocalHistogram,
     unaccounted: u32,
@@ -381,6 +383,7 @@ impl Call {
     ) -> Self {
         let now = Instant::now();
         let spec_timeout = spec.media_timeout;
+        let down_dec = return_decoder(&spec.leg);
         Self {
             caller_addr: spec.caller,
             caller_rtcp_addr: spec.caller.map(next_port),
@@ -395,6 +398,7 @@ impl Call {
             last_caller: now,
             return_packets: 0,
             down_pos: 0,
+            down_dec,
             stats_seen: LegStats::default(),
             process_time: LocalHistogram::default(),
             unaccounted: 0,
@@ -477,8 +481,8 @@ impl Call {
         if !self.sinks.wants_audio(Side::Downstream) {
             return;
         }
-        let mut lin = [0i16; MAX_FRAME];
-        if let Some(n) = decode_payload(buf, &self.spec.leg, &mut lin) {
+        let mut lin = [0i16; MAX_RETURN_SAMPLES];
+        if let Some(n) = decode_payload(buf, &self.spec.leg, &mut self.down_dec, &mut lin) {
             send_audio(
                 &self.sinks,
                 Side::Downstream,
@@ -674,15 +678,53 @@ fn next_port(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip(), a.port().wrapping_add(1))
 }
 
+/// Longest return-path payload decoded for the recorder, samples (120 ms of 48 kHz Opus).
+const MAX_RETURN_SAMPLES: usize = 5760;
+
+/// A decoder for the return path when the downstream speaks a frame codec (Opus).
+#[cfg(feature = "opus")]
+fn return_decoder(leg: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
+    let down = leg.downstream_codec.unwrap_or(leg.codec);
+    if down != Codec::Opus {
+        return None;
+    }
+    crate::codec::OpusDecoder::new()
+        .ok()
+        .map(|d| Box::new(d) as Box<dyn FrameDecoder>)
+}
+
+#[cfg(not(feature = "opus"))]
+fn return_decoder(_: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
+    None
+}
+
 /// Decode the audio payload of a downstream packet into `out`; `None` for anything that is
 /// not the call's audio codec (telephone-events, comfort noise, junk).
-fn decode_payload(buf: &[u8], leg: &LegConfig, out: &mut [i16]) -> Option<usize> {
+fn decode_payload(
+    buf: &[u8],
+    leg: &LegConfig,
+    dec: &mut Option<Box<dyn FrameDecoder>>,
+    out: &mut [i16],
+) -> Option<usize> {
     let p = rtp_types::RtpPacket::parse(buf).ok()?;
-    if p.payload_type() != leg.audio_pt {
+    if p.payload_type() != leg.downstream_pt.unwrap_or(leg.audio_pt) {
+        return None;
+    }
+    if leg.downstream_codec.is_some_and(|c| c != leg.codec) {
+        // Transcoded call: the return audio runs at another rate than the recorder's file;
+        // it is relayed but not recorded (see README, known gaps).
         return None;
     }
     let pl = p.payload();
     match leg.codec {
+        Codec::Opus => {
+            let d = dec.as_mut()?;
+            let n = d.samples(pl).ok()?;
+            if n > out.len() {
+                return None;
+            }
+            d.decode(pl, &mut out[..n]).ok()
+        }
         Codec::Pcmu | Codec::Pcma => {
             let n = pl.len().min(out.len());
             for (o, &b) in out[..n].iter_mut().zip(pl) {

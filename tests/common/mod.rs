@@ -78,6 +78,7 @@ pub fn through(codec: Codec, x: &[i16]) -> Vec<i16> {
             .iter()
             .map(|&s| alaw_to_linear(linear_to_alaw(s)))
             .collect(),
+        Codec::Opus => panic!("Opus is a frame codec; its battery variants have their own path"),
     }
 }
 
@@ -143,6 +144,7 @@ pub fn mask(x: &[i16], codec: Codec, lookahead_ms: u32) -> (Vec<i16>, EventLog) 
                 .map(alaw_to_linear)
                 .collect()
         }
+        Codec::Opus => panic!("Opus is masked as the PCM it decodes to"),
     };
     (out, log)
 }
@@ -241,6 +243,7 @@ pub fn silence_linear(codec: Codec) -> i16 {
         Codec::Pcm16 => 0,
         Codec::Pcmu => ulaw_to_linear(0xFF),
         Codec::Pcma => alaw_to_linear(0xD5),
+        Codec::Opus => 0,
     }
 }
 

@@ -1,0 +1,226 @@
+//! The frame-codec side of a caller leg (Opus): decoding each payload to 48 kHz PCM before the
+//! pipeline, deciding what a lost packet becomes, and turning the masked PCM back into
+//! downstream packets: Opus frames again, or G.711 at 8 kHz when the call asks for PCMU/PCMA
+//! downstream.
+//!
+//! Owns: the decoder and encoder states, the partial frame waiting for the encoder, and the
+//! 48 kHz to 8 kHz transcoding path.
+//! Must never: encode a sample that did not come out of the pipeline (the masker), conceal a
+//! loss with codec extrapolation inside a capture window or next to a tone (it could re-create
+//! the tone), allocate per packet, or panic on a payload the decoder rejects.
+
+use crate::codec::{Codec, FrameDecoder, FrameEncoder};
+use crate::pipeline::ChunkResampler;
+
+use super::leg::{LegOutputs, OutStream};
+
+/// How the masked PCM leaves.
+pub(super) enum FrameOut {
+    /// Re-encoded with a frame codec, on the input's clock.
+    Frames(Box<dyn FrameEncoder>),
+    /// Resampled to 8 kHz and sent as G.711 packets of `fill` samples.
+    G711 {
+        codec: Codec,
+        rs: Box<ChunkResampler>,
+        bytes: Vec<u8>,
+        len: usize,
+        fill: usize,
+    },
+}
+
+/// Decoder, concealment rule and output encoder of a frame-codec leg.
+pub(super) struct FrameStage {
+    dec: Box<dyn FrameDecoder>,
+    out: FrameOut,
+    /// Masked samples not yet a whole encoder frame.
+    acc: Vec<i16>,
+    acc_len: usize,
+    pkt: Vec<u8>,
+    /// Payloads the decoder refused (sent on as silence).
+    pub(super) decode_errors: u64,
+    /// Losses concealed with the decoder's extrapolation (the rest are silence).
+    pub(super) concealed: u64,
+}
+
+/// What one step feeds the decoder.
+#[derive(Clone, Copy)]
+pub(super) enum FrameSrc<'a> {
+    Payload(&'a [u8]),
+    /// A lost packet's time: conceal if allowed, else silence.
+    Lost,
+    Silence,
+}
+
+/// Frame sizes the encoder is tried with, longest first (60 ms down to 2.5 ms at 48 kHz).
+const FRAME_SIZES: [usize; 6] = [2880, 1920, 960, 480, 240, 120];
+
+impl FrameStage {
+    /// A stage decoding with `dec` and sending through `out`; `max_samples` bounds a packet.
+    pub(super) fn new(dec: Box<dyn FrameDecoder>, out: FrameOut, max_samples: usize) -> Self {
+        let max_pkt = match &out {
+            FrameOut::Frames(e) => e.max_packet(),
+            FrameOut::G711 { .. } => 0,
+        };
+        Self {
+            dec,
+            out,
+            acc: vec![0; max_samples + FRAME_SIZES[0]],
+            acc_len: 0,
+            pkt: vec![0; max_pkt],
+            decode_errors: 0,
+            concealed: 0,
+        }
+    }
+
+    /// Samples a payload decodes to, or `None` if it is not a valid packet.
+    pub(super) fn samples(&self, payload: &[u8]) -> Option<usize> {
+        self.dec.samples(payload).ok()
+    }
+
+    /// Samples of delay the output encoder adds (what a listener downstream hears late).
+    pub(super) fn encoder_delay(&self) -> usize {
+        match &self.out {
+            FrameOut::Frames(e) => e.delay(),
+            FrameOut::G711 { rs, .. } => rs.delay_out() * 6,
+        }
+    }
+
+    /// Fill `pcm` from `src`. `conceal_ok` says whether extrapolating a loss is safe now.
+    pub(super) fn decode(&mut self, src: FrameSrc<'_>, conceal_ok: bool, pcm: &mut [i16]) {
+        let n = pcm.len();
+        match src {
+            FrameSrc::Payload(p) => match self.dec.decode(p, pcm) {
+                Ok(m) if m == n => {}
+                _ => {
+                    // A payload that passed the size check but failed to decode: fail closed.
+                    self.decode_errors += 1;
+                    pcm.fill(0);
+                }
+            },
+            FrameSrc::Lost if conceal_ok => match self.dec.conceal(pcm) {
+                Ok(m) if m == n => self.concealed += 1,
+                _ => pcm.fill(0),
+            },
+            FrameSrc::Lost | FrameSrc::Silence => pcm.fill(0),
+        }
+    }
+
+    /// A new source: the decoder must not carry the old one's state into it.
+    pub(super) fn reset(&mut self) {
+        self.dec.reset();
+    }
+
+    /// Send masked samples downstream (whole encoder frames now, the rest later).
+    pub(super) fn emit<O: LegOutputs + ?Sized>(
+        &mut self,
+        pcm: &[i16],
+        o: &mut OutStream,
+        out: &mut O,
+    ) {
+        match &mut self.out {
+            FrameOut::Frames(enc) => {
+                let mut i = 0;
+                while i < pcm.len() {
+                    let m = (self.acc.len() - self.acc_len).min(pcm.len() - i);
+                    self.acc[self.acc_len..self.acc_len + m].copy_from_slice(&pcm[i..i + m]);
+                    self.acc_len += m;
+                    i += m;
+                    send_frames(
+                        enc.as_mut(),
+                        &mut self.acc,
+                        &mut self.acc_len,
+                        &mut self.pkt,
+                        o,
+                        out,
+                    );
+                }
+            }
+            FrameOut::G711 {
+                codec,
+                rs,
+                bytes,
+                len,
+                fill,
+            } => {
+                let codec = *codec;
+                let fill = *fill;
+                let r = rs.push(pcm, |y| {
+                    for &s in y {
+                        let v = s.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16;
+                        if *len < bytes.len() {
+                            bytes[*len] = codec.encode_byte(v);
+                            *len += 1;
+                        }
+                        if *len == fill {
+                            o.packet(&bytes[..fill], fill as u32, false, out);
+                            *len = 0;
+                        }
+                    }
+                });
+                if r.is_err() {
+                    // Resampler refused a chunk: what it held is dropped, never sent raw.
+                    self.decode_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// End of stream: whatever is left goes out, padded with silence to a whole frame.
+    pub(super) fn flush<O: LegOutputs + ?Sized>(&mut self, o: &mut OutStream, out: &mut O) {
+        match &mut self.out {
+            FrameOut::Frames(enc) => {
+                if self.acc_len > 0 {
+                    let whole = self.acc_len.div_ceil(120) * 120;
+                    self.acc[self.acc_len..whole].fill(0);
+                    self.acc_len = whole;
+                    send_frames(
+                        enc.as_mut(),
+                        &mut self.acc,
+                        &mut self.acc_len,
+                        &mut self.pkt,
+                        o,
+                        out,
+                    );
+                }
+            }
+            FrameOut::G711 {
+                codec, bytes, len, ..
+            } => {
+                if *len > 0 {
+                    let n = *len;
+                    bytes[n..].fill(codec.silence_byte());
+                    let fill = bytes.len();
+                    o.packet(&bytes[..fill], fill as u32, false, out);
+                    *len = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Encode and send every whole frame at the front of `acc`, keeping the remainder.
+fn send_frames<O: LegOutputs + ?Sized>(
+    enc: &mut dyn FrameEncoder,
+    acc: &mut [i16],
+    acc_len: &mut usize,
+    pkt: &mut [u8],
+    o: &mut OutStream,
+    out: &mut O,
+) {
+    let mut start = 0;
+    while let Some(&f) = FRAME_SIZES
+        .iter()
+        .find(|&&f| f <= *acc_len - start && enc.frame_ok(f))
+    {
+        let frame = &acc[start..start + f];
+        match enc.encode(frame, pkt) {
+            Ok(len) => o.packet(&pkt[..len], f as u32, false, out),
+            // The encoder refused: the frame's time passes with no packet (a gap the
+            // receiver conceals), never with unmasked audio.
+            Err(_) => o.skip(f as u32),
+        }
+        start += f;
+    }
+    acc.copy_within(start..*acc_len, 0);
+    *acc_len -= start;
+}
