@@ -1,0 +1,369 @@
+//! Opus caller legs end to end (issue 4, BRIEF 2.1/2.2): key presses typed into 48 kHz audio
+//! are Opus-encoded into RTP the way a softphone sends them, go through a [`CallerLeg`], and
+//! what leaves is decoded the way the downstream receiver would: Opus again, or PCMU after
+//! transcoding. Checked: one contiguous output stream, no digit recoverable (our most
+//! sensitive detector and multimon-ng), digits only through the secure sink, loss never
+//! concealed with codec extrapolation next to a tone, odd frame sizes and junk handled.
+#![cfg(feature = "opus")]
+
+mod common;
+
+use common::*;
+use rtp_types::{RtpPacket, RtpPacketBuilder};
+use tonewall::codec::{
+    ulaw_to_linear, Codec, FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder,
+};
+use tonewall::dtmf::{DetectorConfig, Digit};
+use tonewall::event::{Event, EventLog, Outputs, SecureDigit};
+use tonewall::rtp::{CallerLeg, LegConfig, LegOutputs, LegStats};
+use tonewall::signal::{add_dtmf, add_white_noise, power_for_dbm0, to_i16, Rng, ToneSpec};
+use tonewall::time::{ChannelId, MediaTime};
+
+const PT: u8 = 111;
+const RATE: u32 = 48_000;
+const SSRC_IN: u32 = 0x0505_0505;
+const SSRC_OUT: u32 = 0x0A0A_0A0A;
+
+#[derive(Default)]
+struct Sink {
+    log: EventLog,
+    packets: Vec<Vec<u8>>,
+    audio: Vec<(MediaTime, Vec<i16>)>,
+}
+
+impl Outputs for Sink {
+    fn event(&mut self, event: Event) {
+        self.log.event(event);
+    }
+    fn secure_digit(&mut self, digit: SecureDigit) {
+        self.log.secure_digit(digit);
+    }
+}
+
+impl LegOutputs for Sink {
+    fn packet(&mut self, rtp: &[u8]) {
+        self.packets.push(rtp.to_vec());
+    }
+    fn audio(&mut self, at: MediaTime, samples: &[i16]) {
+        self.audio.push((at, samples.to_vec()));
+    }
+}
+
+impl Sink {
+    fn secure(&self) -> String {
+        self.log
+            .secure
+            .iter()
+            .map(|d| d.digit.expose().to_char())
+            .collect()
+    }
+}
+
+fn config(lookahead_ms: u32, downstream: Option<Codec>) -> LegConfig {
+    let mut cfg = LegConfig {
+        audio_pt: PT,
+        codec: Codec::Opus,
+        rate: RATE,
+        downstream_codec: downstream,
+        downstream_pt: downstream.map(|_| 0),
+        ssrc_out: SSRC_OUT,
+        ..LegConfig::default()
+    };
+    cfg.pipeline.lookahead_ms = lookahead_ms;
+    cfg
+}
+
+/// Quiet line noise with key presses of `on_ms`, `off_ms` apart, at 48 kHz.
+fn keypad(keys: &str, on_ms: f64, off_ms: f64, seed: u64) -> Vec<i16> {
+    let ms = |v: f64| (v * RATE as f64 / 1000.0).round() as usize;
+    let total = 200.0 + keys.len() as f64 * (on_ms + off_ms) + 300.0;
+    let n = ms(total).div_ceil(960) * 960;
+    let mut x = vec![0.0; n];
+    let mut rng = Rng::new(seed);
+    add_white_noise(&mut x, power_for_dbm0(-50.0), &mut rng);
+    let mut t = ms(200.0);
+    for (i, k) in keys.chars().enumerate() {
+        let level = -6.0 - (i % 3) as f64 * 5.0;
+        let d = Digit::from_char(k).unwrap();
+        add_dtmf(
+            &mut x,
+            RATE,
+            t,
+            ms(on_ms),
+            d,
+            ToneSpec::level(level),
+            &mut rng,
+        );
+        t += ms(on_ms + off_ms);
+    }
+    to_i16(&x)
+}
+
+/// Opus-encode `x` into RTP packets of `frame` samples at `bitrate`.
+fn opus_rtp(x: &[i16], frame: usize, bitrate: u32) -> Vec<Vec<u8>> {
+    let mut enc = OpusEncoder::new(bitrate).unwrap();
+    let mut buf = vec![0u8; enc.max_packet()];
+    x.chunks_exact(frame)
+        .enumerate()
+        .map(|(i, c)| {
+            let len = enc.encode(c, &mut buf).unwrap();
+            rtp(i as u16, (i * frame) as u32, i == 0, &buf[..len])
+        })
+        .collect()
+}
+
+fn rtp(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    RtpPacketBuilder::<&[u8], &[u8]>::new()
+        .payload_type(PT)
+        .marker_bit(marker)
+        .sequence_number(seq.wrapping_add(9000))
+        .timestamp(ts.wrapping_add(123_456))
+        .ssrc(SSRC_IN)
+        .payload(payload)
+        .write_vec()
+        .unwrap()
+}
+
+/// Feed packets 20 ms apart (or as given) honouring the leg's timer, then end the call.
+fn run(cfg: LegConfig, pkts: &[(Vec<u8>, u64)]) -> (Sink, LegStats, usize) {
+    let mut leg = CallerLeg::new(cfg, ChannelId(0)).unwrap();
+    let mut sink = Sink::default();
+    for (p, t) in pkts {
+        while let Some(d) = leg.poll_timeout().filter(|&d| d <= *t) {
+            leg.handle_timeout(d, &mut sink);
+        }
+        leg.handle_packet(p, *t, &mut sink);
+    }
+    leg.finish(&mut sink);
+    let st = leg.stats();
+    (sink, st, leg.downstream_delay())
+}
+
+fn paced(pkts: Vec<Vec<u8>>, frame_us: u64) -> Vec<(Vec<u8>, u64)> {
+    pkts.into_iter()
+        .enumerate()
+        .map(|(i, p)| (p, i as u64 * frame_us))
+        .collect()
+}
+
+/// Decode the output as its receiver would, checking one SSRC, one payload type, contiguous
+/// sequence numbers and timestamps. Returns the audio and its rate.
+fn receive(sink: &Sink, pt: u8, g711: bool) -> (Vec<i16>, u32) {
+    let mut dec = OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; 5760];
+    let mut out = Vec::new();
+    let mut prev: Option<(u16, u32, u32)> = None;
+    for (i, raw) in sink.packets.iter().enumerate() {
+        let p = RtpPacket::parse(raw).expect("valid RTP");
+        assert_eq!(p.payload_type(), pt, "packet {i}: payload type");
+        assert_eq!(p.ssrc(), SSRC_OUT, "packet {i}: SSRC");
+        let n = if g711 {
+            out.extend(p.payload().iter().map(|&b| ulaw_to_linear(b)));
+            p.payload().len()
+        } else {
+            let n = dec.decode(p.payload(), &mut pcm).expect("decodable Opus");
+            out.extend_from_slice(&pcm[..n]);
+            n
+        };
+        if let Some((seq, ts, len)) = prev {
+            assert_eq!(p.sequence_number(), seq.wrapping_add(1), "packet {i}: seq");
+            assert_eq!(p.timestamp(), ts.wrapping_add(len), "packet {i}: timestamp");
+        }
+        prev = Some((p.sequence_number(), p.timestamp(), n as u32));
+    }
+    (out, if g711 { 8000 } else { RATE })
+}
+
+/// Decimate 48 kHz to 8 kHz (6-sample means; crude but enough for a detector that must find
+/// nothing: it can only help a residual tone, whose components are all below 1.7 kHz).
+fn to_8k(x: &[i16], rate: u32) -> Vec<i16> {
+    if rate == 8000 {
+        return x.to_vec();
+    }
+    x.chunks(6)
+        .map(|c| (c.iter().map(|&s| s as i32).sum::<i32>() / c.len() as i32) as i16)
+        .collect()
+}
+
+fn assert_nothing_decodable(what: &str, x: &[i16], rate: u32) {
+    let found = detect(&to_8k(x, rate), &DetectorConfig::most_sensitive());
+    assert!(
+        found.is_empty(),
+        "{what}: our most sensitive detector found {} digit(s)",
+        found.len()
+    );
+    if let Some(m) = multimon_digits_at(x, rate) {
+        assert!(
+            m.is_empty(),
+            "{what}: multimon-ng found {} digit(s)",
+            m.len()
+        );
+    }
+}
+
+fn sink_audio(sink: &Sink) -> Vec<i16> {
+    let mut all = Vec::new();
+    for (at, s) in &sink.audio {
+        assert_eq!(at.rate, RATE);
+        assert_eq!(
+            at.sample,
+            all.len() as u64,
+            "sink audio timeline has a hole"
+        );
+        all.extend_from_slice(s);
+    }
+    all
+}
+
+/// The caller's Opus really carries the digits (so a clean output means masking worked).
+fn assert_input_decodable(pkts: &[Vec<u8>], keys: &str) {
+    let mut dec = OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; 5760];
+    let mut x = Vec::new();
+    for p in pkts {
+        let p = RtpPacket::parse(p).unwrap();
+        let n = dec.decode(p.payload(), &mut pcm).unwrap();
+        x.extend_from_slice(&pcm[..n]);
+    }
+    let found = detect(&to_8k(&x, RATE), &DetectorConfig::default());
+    assert_eq!(digits_string(&found), keys, "input self-check");
+}
+
+fn clean(lookahead_ms: u32, bitrate: u32, downstream: Option<Codec>) {
+    let keys = "4111#*90";
+    let x = keypad(keys, 70.0, 80.0, 0x0905 ^ bitrate as u64);
+    let pkts = opus_rtp(&x, 960, bitrate);
+    assert_input_decodable(&pkts, keys);
+    let n_in = pkts.len();
+    let cfg = config(lookahead_ms, downstream);
+    let (sink, st, delay) = run(cfg, &paced(pkts, 20_000));
+    let g711 = downstream.is_some();
+    let (rx, rate) = receive(&sink, if g711 { 0 } else { PT }, g711);
+    let what = format!("lookahead {lookahead_ms} ms, {bitrate} bit/s, downstream {downstream:?}");
+    assert_nothing_decodable(&format!("{what}: downstream"), &rx, rate);
+    let audio = sink_audio(&sink);
+    assert_eq!(audio.len(), x.len(), "{what}: sink audio covers the call");
+    assert_nothing_decodable(&format!("{what}: sink audio"), &audio, RATE);
+    assert_eq!(sink.secure(), keys, "{what}: secure digits");
+    assert_eq!(st.audio_frames, n_in as u64);
+    assert_eq!((st.lost, st.malformed, st.decode_errors), (0, 0, 0));
+    // Downstream carries the whole call: the input's time plus the drained look-ahead.
+    let expect = (x.len() as u64 + cfg.pipeline.lookahead_ms as u64 * 48) * rate as u64 / 48_000;
+    assert!(
+        rx.len() as u64 >= expect,
+        "{what}: downstream has {} samples, expected at least {expect}",
+        rx.len()
+    );
+    println!(
+        "opus leg {what}: {} packets out, downstream delay {:.2} ms",
+        sink.packets.len(),
+        delay as f64 / 48.0
+    );
+}
+
+#[test]
+fn opus_in_opus_out_is_masked_at_every_lookahead() {
+    for la in [0, 10, 20] {
+        clean(la, 32_000, None);
+    }
+    clean(20, 16_000, None);
+}
+
+#[test]
+fn opus_in_pcmu_out_is_masked_and_transcoded() {
+    clean(20, 24_000, Some(Codec::Pcmu));
+    clean(0, 24_000, Some(Codec::Pcmu));
+}
+
+#[test]
+fn loss_next_to_a_tone_is_silence_and_loss_in_speech_is_concealed() {
+    let keys = "58";
+    let x = keypad(keys, 80.0, 600.0, 77);
+    let pkts = opus_rtp(&x, 960, 32_000);
+    // Drop two packets inside the first tone (which starts at 200 ms = packet 10) and two in
+    // the quiet stretch well after the second one.
+    let drop = [11, 12, pkts.len() - 6, pkts.len() - 5];
+    let kept: Vec<(Vec<u8>, u64)> = paced(pkts, 20_000)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, p)| p)
+        .collect();
+    // Windows close 300 ms after a digit, so the late losses are outside any window.
+    let mut cfg = config(20, None);
+    cfg.pipeline.capture.idle_timeout_ms = 300;
+    let (sink, st, _) = run(cfg, &kept);
+    assert_eq!(st.lost, 4);
+    assert_eq!(
+        st.concealed, 2,
+        "only the losses far from a tone are concealed by the codec"
+    );
+    let (rx, rate) = receive(&sink, PT, false);
+    assert_nothing_decodable("loss around tones", &rx, rate);
+    // Half of the first key's 80 ms was lost on the wire: what arrived is too short for a
+    // digit (it is still masked), so only the second key is captured.
+    assert_eq!(sink.secure(), &keys[1..]);
+}
+
+#[test]
+fn loss_inside_a_capture_window_is_never_concealed() {
+    // A window opened by the first digit stays open (no idle close within the call); losses
+    // in the quiet after it must be silence.
+    let x = keypad("1", 80.0, 1500.0, 78);
+    let pkts = opus_rtp(&x, 960, 32_000);
+    let drop = [60, 61, 70];
+    let kept: Vec<(Vec<u8>, u64)> = paced(pkts, 20_000)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, p)| p)
+        .collect();
+    let mut cfg = config(20, None);
+    cfg.pipeline.capture.idle_timeout_ms = 60_000;
+    let (sink, st, _) = run(cfg, &kept);
+    assert!(sink
+        .log
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::RecordingPause { .. })));
+    assert_eq!((st.lost, st.concealed), (3, 0));
+}
+
+#[test]
+fn other_frame_sizes_are_reframed_to_whole_encoder_frames() {
+    let keys = "7#";
+    let x = keypad(keys, 70.0, 90.0, 79);
+    for (frame, us) in [(480usize, 10_000u64), (2880, 60_000), (1920, 40_000)] {
+        let n = x.len() / frame * frame;
+        let pkts = opus_rtp(&x[..n], frame, 32_000);
+        let (sink, st, _) = run(config(20, None), &paced(pkts, us));
+        assert_eq!((st.lost, st.malformed), (0, 0), "frame {frame}");
+        let (rx, rate) = receive(&sink, PT, false);
+        assert_nothing_decodable(&format!("{frame}-sample frames"), &rx, rate);
+        assert_eq!(sink.secure(), keys, "frame {frame}");
+    }
+}
+
+#[test]
+fn junk_opus_payloads_are_counted_not_fatal() {
+    let x = keypad("3", 70.0, 200.0, 80);
+    let mut pkts = opus_rtp(&x, 960, 32_000);
+    // An empty payload, a TOC claiming far more than 120 ms, and random bytes.
+    pkts[5] = rtp(5, 5 * 960, false, &[]);
+    pkts[6] = rtp(6, 6 * 960, false, &[0xFB, 0x3F]);
+    let mut rng = 0x1234_5678u32;
+    let junk: Vec<u8> = (0..80)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng as u8
+        })
+        .collect();
+    pkts[7] = rtp(7, 7 * 960, false, &junk);
+    let (sink, st, _) = run(config(20, None), &paced(pkts, 20_000));
+    assert!(st.malformed + st.decode_errors >= 2, "{st:?}");
+    let (rx, rate) = receive(&sink, PT, false);
+    assert_nothing_decodable("junk payloads", &rx, rate);
+    assert_eq!(sink.secure(), "3");
+}
