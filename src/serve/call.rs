@@ -142,6 +142,8 @@ pub struct LegStatsView {
     filled_frames: u64,
     ssrc_changes: u64,
     resyncs: u64,
+    decode_errors: u64,
+    concealed: u64,
 }
 
 impl From<LegStats> for LegStatsView {
@@ -160,6 +162,8 @@ impl From<LegStats> for LegStatsView {
             filled_frames: s.filled_frames,
             ssrc_changes: s.ssrc_changes,
             resyncs: s.resyncs,
+            decode_errors: s.decode_errors,
+            concealed: s.concealed,
         }
     }
 }

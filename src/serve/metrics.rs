@@ -132,7 +132,8 @@ impl Metrics {
         );
         add(
             &self.malformed,
-            (now.malformed + now.unknown_pt).saturating_sub(before.malformed + before.unknown_pt),
+            (now.malformed + now.unknown_pt + now.decode_errors)
+                .saturating_sub(before.malformed + before.unknown_pt + before.decode_errors),
         );
         add(
             &self.telephone_event_packets,

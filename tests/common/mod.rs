@@ -407,3 +407,20 @@ pub fn digits_over_speech(
     }
     (tonewall::signal::to_i16(&x), placed)
 }
+
+/// Resample 16-bit audio at `rate` to 8 kHz with the pipeline's own rubato wrapper (its
+/// delay removed), for the 8 kHz detector.
+pub fn resample_to_8k(x: &[i16], rate: u32) -> Vec<i16> {
+    if rate == 8000 {
+        return x.to_vec();
+    }
+    let mut rs = tonewall::pipeline::ChunkResampler::between(rate, 8000, 50).unwrap();
+    let mut y = Vec::with_capacity(x.len() * 8000 / rate as usize + 64);
+    let mut take =
+        |c: &[f32]| y.extend(c.iter().map(|&v| v.round().clamp(-32768.0, 32767.0) as i16));
+    rs.push(x, &mut take).unwrap();
+    rs.flush(&mut take).unwrap();
+    let d = rs.delay_out().min(y.len());
+    y.drain(..d);
+    y
+}
