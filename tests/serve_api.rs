@@ -26,7 +26,7 @@ fn health_metrics_and_validation() {
         assert!(body.contains(m), "metrics lack {m}:\n{body}");
     }
     for (req, what) in [
-        (r#"{"downstream":"127.0.0.1:9","codec":"opus"}"#, "codec"),
+        (r#"{"downstream":"127.0.0.1:9","codec":"g729"}"#, "codec"),
         (
             r#"{"downstream":"127.0.0.1:9","lookahead_ms":41}"#,
             "lookahead",
