@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::call::{
-    bind_pair, Call, CallSockets, CallSpec, CallStatus, Control, EventEmitter, CALLER_CHANNEL,
+    bind_pair, Call, CallSockets, CallSpec, CallStatus, Control, EventEmitter, IngestPacket,
+    CALLER_CHANNEL,
 };
 use super::config::ServeConfig;
 use super::events::{CallEvent, EventBody, EventEnvelope};
@@ -41,7 +42,7 @@ struct CallEntry {
 
 /// Shared state of the API.
 pub struct AppState {
-    cfg: ServeConfig,
+    pub(super) cfg: ServeConfig,
     calls: Mutex<HashMap<Arc<str>, CallEntry>>,
     port_cursor: Mutex<u16>,
     next_id: std::sync::atomic::AtomicU64,
@@ -132,7 +133,7 @@ impl AppState {
 }
 
 /// An API error: status code and a one-line message as `{"error": "..."}`.
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -140,7 +141,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub(super) fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -161,7 +162,20 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(open_capture).delete(close_capture),
         )
         .route("/v1/calls/{id}/events", get(call_events))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "whip")]
+    let api = {
+        use super::whip;
+        api.route(
+            "/v1/whip",
+            post(whip::publish).options(whip::preflight),
+        )
+        .route(
+            "/v1/whip/{id}",
+            axum::routing::delete(whip::unpublish).options(whip::preflight),
+        )
+    };
+    let api = api
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -172,7 +186,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Bearer-token check (constant time) when a token is configured.
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let token = &st.cfg.server.token;
-    if token.is_empty() {
+    // A CORS preflight never carries credentials; it is answered without touching a call.
+    if token.is_empty() || req.method() == axum::http::Method::OPTIONS {
         return next.run(req).await;
     }
     let given = req
@@ -298,6 +313,24 @@ async fn create_call(
     State(st): State<Arc<AppState>>,
     Json(req): Json<CreateCall>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let created = start_call(&st, req, None)?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The caller media of a call that does not come from its caller socket: packets from an
+/// in-process transport (WHIP) and the channel their buffers go back on.
+pub(super) type Ingest = (
+    mpsc::Receiver<Box<IngestPacket>>,
+    mpsc::Sender<Box<IngestPacket>>,
+);
+
+/// Validate `req`, bind the call's sockets, start its sinks and its task. Shared by
+/// `POST /v1/calls` and WHIP ingest, so both get the same pipeline, sinks and events.
+pub(super) fn start_call(
+    st: &Arc<AppState>,
+    req: CreateCall,
+    ingest: Option<Ingest>,
+) -> Result<Created, ApiError> {
     let cfg = &st.cfg;
     let id: Arc<str> = match req.call_id {
         Some(id) if valid_id(&id) => id.into(),
@@ -469,7 +502,7 @@ async fn create_call(
         media_timeout,
         sinks,
     };
-    let call = Call::new(
+    let mut call = Call::new(
         spec,
         socks,
         leg,
@@ -478,6 +511,9 @@ async fn create_call(
         st.metrics.clone(),
         ctrl_rx,
     );
+    if let Some((packets, spent)) = ingest {
+        call = call.with_ingest(packets, spent);
+    }
     if let Ok(mut calls) = st.calls.lock() {
         calls.insert(
             id.clone(),
@@ -499,7 +535,7 @@ async fn create_call(
         drop(guard);
     });
     tracing::info!(call_id = %id, caller_rtp = %created.caller_rtp, "call created");
-    Ok((StatusCode::CREATED, Json(created)))
+    Ok(created)
 }
 
 /// A stable SSRC per call id (FNV-1a), so restarts of a call keep it.
@@ -518,7 +554,7 @@ async fn list_calls(State(st): State<Arc<AppState>>) -> Json<Vec<Arc<str>>> {
     Json(ids)
 }
 
-async fn ask<T>(
+pub(super) async fn ask<T>(
     st: &AppState,
     id: &str,
     make: impl FnOnce(oneshot::Sender<T>) -> Control,

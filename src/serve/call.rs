@@ -92,6 +92,41 @@ pub enum Control {
     Shutdown,
 }
 
+/// One RTP packet handed to a call by an in-process transport (the WHIP bridge) instead of
+/// the caller socket. Fixed size so the hand-off allocates nothing per packet.
+pub struct IngestPacket {
+    len: u16,
+    buf: [u8; MAX_DATAGRAM],
+}
+
+impl IngestPacket {
+    /// An empty packet; fill it through [`buf_mut`](Self::buf_mut) and
+    /// [`set_len`](Self::set_len).
+    pub fn new() -> Self {
+        Self {
+            len: 0,
+            buf: [0; MAX_DATAGRAM],
+        }
+    }
+    /// The whole buffer to write a datagram into.
+    pub fn buf_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    /// How many bytes of the buffer are the datagram.
+    pub fn set_len(&mut self, n: usize) {
+        self.len = n.min(MAX_DATAGRAM) as u16;
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl Default for IngestPacket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What woke a call's task.
 enum Wake {
     /// A datagram on socket `.0` (caller RTP, downstream RTP, caller RTCP, downstream RTCP)
@@ -101,6 +136,8 @@ enum Wake {
     Control(Option<Control>),
     /// The leg's timer or the media-timeout check.
     Timer,
+    /// A caller packet from the in-process transport, or `None` when it hung up.
+    Ingest(Option<Box<IngestPacket>>),
 }
 
 /// What `GET /v1/calls/{id}` shows.
@@ -371,6 +408,10 @@ pub struct Call {
     /// When the media timeout is next checked (re-armed from `last_caller` when it fires,
     /// so the timer is not moved on every packet).
     timeout_check: Instant,
+    /// Caller packets from an in-process transport (WHIP) instead of the caller socket.
+    ingest: Option<mpsc::Receiver<Box<IngestPacket>>>,
+    /// Where packets handed back by the transport go (the bridge refills them).
+    ingest_return: Option<mpsc::Sender<Box<IngestPacket>>>,
 }
 
 impl Call {
@@ -408,7 +449,22 @@ impl Call {
             unaccounted: 0,
             queue: PacketQueue::new(),
             timeout_check: now + spec_timeout,
+            ingest: None,
+            ingest_return: None,
         }
+    }
+
+    /// Take the caller's media from an in-process transport instead of the caller socket:
+    /// packets arrive on `packets`, and each one is handed back on `spent` for reuse. When
+    /// the transport drops its sender the call ends (reason `peer_closed`).
+    pub fn with_ingest(
+        mut self,
+        packets: mpsc::Receiver<Box<IngestPacket>>,
+        spent: mpsc::Sender<Box<IngestPacket>>,
+    ) -> Self {
+        self.ingest = Some(packets);
+        self.ingest_return = Some(spent);
+        self
     }
 
     fn now_us(&self) -> u64 {
@@ -454,6 +510,20 @@ impl Call {
             Some(a) if a != from => return,
             Some(_) => {}
         }
+        self.on_caller_packet(buf);
+    }
+
+    /// A caller packet from the in-process transport: already authenticated by it (DTLS-SRTP),
+    /// so there is no address to latch; the same leg masks it.
+    fn on_ingest(&mut self, p: Box<IngestPacket>) {
+        self.on_caller_packet(p.bytes());
+        if let Some(back) = &self.ingest_return {
+            // A full return queue just means the bridge allocates a fresh buffer.
+            let _ = back.try_send(p);
+        }
+    }
+
+    fn on_caller_packet(&mut self, buf: &[u8]) {
         self.last_caller = Instant::now();
         let now = self.now_us();
         let t0 = Instant::now();
@@ -587,6 +657,7 @@ impl Call {
             }
             let socks = &self.socks;
             let ctrl = &mut self.ctrl;
+            let ingest = &mut self.ingest;
             let wake = std::future::poll_fn(|cx| {
                 // Control and timers first: a caller flooding its port must not starve them.
                 if let Poll::Ready(m) = ctrl.poll_recv(cx) {
@@ -594,6 +665,11 @@ impl Call {
                 }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
+                }
+                if let Some(rx) = ingest.as_mut() {
+                    if let Poll::Ready(p) = rx.poll_recv(cx) {
+                        return Poll::Ready(Wake::Ingest(p));
+                    }
                 }
                 let sockets = [
                     &socks.caller_rtp,
@@ -619,6 +695,8 @@ impl Call {
                 Wake::Datagram(1, n, _) => self.on_down_rtp(&bufs[1][..n]),
                 Wake::Datagram(2, n, from) => self.on_caller_rtcp(&bufs[2][..n], from),
                 Wake::Datagram(_, n, _) => self.on_down_rtcp(&bufs[3][..n]),
+                Wake::Ingest(Some(p)) => self.on_ingest(p),
+                Wake::Ingest(None) => break (EndReason::PeerClosed, None),
                 Wake::Control(Some(Control::Shutdown)) => break (EndReason::Shutdown, None),
                 Wake::Control(Some(m)) => {
                     if let Some(reply) = self.on_control(m) {

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub max_calls: usize,
     /// Worker threads of the runtime (0: one per core).
     pub workers: usize,
+    /// `Access-Control-Allow-Origin` for the WHIP endpoint, so a web page on that origin can
+    /// publish (`*` for any); empty sends no CORS headers.
+    pub cors_allow_origin: String,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             media_timeout_ms: 30_000,
             max_calls: 10_000,
             workers: 0,
+            cors_allow_origin: String::new(),
         }
     }
 }

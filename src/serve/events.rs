@@ -45,6 +45,9 @@ pub enum EndReason {
     MediaTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// The caller's WebRTC session ended (WHIP `DELETE`, or the peer connection closed or
+    /// failed).
+    PeerClosed,
 }
 
 /// Call-level events.

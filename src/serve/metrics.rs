@@ -57,6 +57,12 @@ pub struct Metrics {
     pub send_errors: AtomicU64,
     /// Events a slow event-stream subscriber missed.
     pub events_lagged: AtomicU64,
+    /// WHIP sessions answered.
+    pub whip_sessions: AtomicU64,
+    /// WHIP offers refused (bad SDP, no Opus, negotiation failure).
+    pub whip_refused: AtomicU64,
+    /// Received WebRTC packets dropped because the call task fell behind.
+    pub whip_dropped: AtomicU64,
     /// Histogram of time spent in the core per caller packet.
     pub process_time: Histogram,
     /// Sink counters (shared with every call's sinks).
@@ -180,6 +186,24 @@ impl Metrics {
             "tonewall_calls_refused_total",
             "Call requests refused.",
             g(&self.calls_refused),
+        );
+        counter(
+            &mut s,
+            "tonewall_whip_sessions_total",
+            "WHIP publish sessions answered.",
+            g(&self.whip_sessions),
+        );
+        counter(
+            &mut s,
+            "tonewall_whip_refused_total",
+            "WHIP offers refused.",
+            g(&self.whip_refused),
+        );
+        counter(
+            &mut s,
+            "tonewall_whip_dropped_packets_total",
+            "WebRTC packets dropped because a call task fell behind.",
+            g(&self.whip_dropped),
         );
         counter(
             &mut s,

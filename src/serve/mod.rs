@@ -12,6 +12,8 @@ pub mod events;
 pub mod loadgen;
 pub mod metrics;
 pub mod sinks;
+#[cfg(feature = "whip")]
+pub mod whip;
 
 pub use api::AppState;
 pub use config::ServeConfig;
