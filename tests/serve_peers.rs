@@ -18,7 +18,6 @@ use std::time::Duration;
 use gateway::{parse, Gateway, Receiver};
 use peers::*;
 
-
 /// How a real-peer run sends and receives: the fixture, the call's codec, ffmpeg's encoder
 /// arguments and GStreamer's receiving pipeline.
 struct PeerCodec {

@@ -166,17 +166,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     #[cfg(feature = "whip")]
     let api = {
         use super::whip;
-        api.route(
-            "/v1/whip",
-            post(whip::publish).options(whip::preflight),
-        )
-        .route(
-            "/v1/whip/{id}",
-            axum::routing::delete(whip::unpublish).options(whip::preflight),
-        )
+        api.route("/v1/whip", post(whip::publish).options(whip::preflight))
+            .route(
+                "/v1/whip/{id}",
+                axum::routing::delete(whip::unpublish).options(whip::preflight),
+            )
     };
-    let api = api
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)

@@ -355,11 +355,11 @@ async fn answer(
         downstream_payload_type: q.downstream_payload_type,
         opus_bitrate: q.opus_bitrate,
         // An unused number when the offer has no 48 kHz telephone-event: nothing will carry it.
-        telephone_event_pt: Some(
-            codecs
-                .telephone_event
-                .unwrap_or(if codecs.opus == 101 { 102 } else { 101 }),
-        ),
+        telephone_event_pt: Some(codecs.telephone_event.unwrap_or(if codecs.opus == 101 {
+            102
+        } else {
+            101
+        })),
         lookahead_ms: q.lookahead_ms,
         capture: None,
         media_timeout_ms: q.media_timeout_ms,
@@ -379,7 +379,9 @@ async fn answer(
     };
     let metrics = st.metrics.clone();
     let id = created.call_id.clone();
-    tokio::spawn(bridge(pc, track_rx, state_rx, pkt_tx, spent_rx, metrics, id));
+    tokio::spawn(bridge(
+        pc, track_rx, state_rx, pkt_tx, spent_rx, metrics, id,
+    ));
     Ok((created.call_id, sdp))
 }
 

@@ -165,6 +165,20 @@ pub fn http(
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, String) {
+    let (code, _, body) = http_full(addr, method, path, "application/json", body, token);
+    (code, body)
+}
+
+/// One HTTP/1.1 request with a given content type; returns status, the header block and
+/// body.
+pub fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = body.unwrap_or("");
@@ -173,7 +187,7 @@ pub fn http(
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -185,19 +199,24 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| {
-            if h.to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                dechunk(b)
-            } else {
-                b.to_string()
-            }
-        })
-        .unwrap_or_default();
-    (code, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, head.to_string(), body)
+}
+
+/// The value of header `name` (lower case) in a header block from [`http_full`].
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 fn dechunk(mut b: &str) -> String {
