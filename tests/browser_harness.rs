@@ -11,10 +11,13 @@
 #[path = "browser/mod.rs"]
 mod browser;
 
-use browser::{chromium_available, page_url, prepare_wav, run_chromium, Netns};
+use browser::{chromium_available, page_url, prepare_wav, run_chromium, whip_page_url, Netns};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 fn namespaces() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
@@ -166,5 +169,271 @@ fn chromium_captures_the_fixture_and_connects_over_ice_in_the_netns() {
     }
     let offer = run.offer().expect("the page logs its offer");
     assert!(offer.contains("a=rtpmap:111 opus/48000/2"), "{offer}");
+    drop(ns);
+}
+
+/// Where the stub helper learns its listen address; unset, the helper does nothing.
+const STUB_ENV: &str = "TONEWALL_BROWSER_WHIP_STUB_LISTEN";
+const TOKEN: &str = "browser-harness-token-1";
+
+/// One HTTP/1.1 request off a keep-alive connection: method, path, lower-cased headers, body.
+type Request = (String, String, Vec<(String, String)>, String);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0usize);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some((
+        method,
+        path,
+        headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+/// An answer that setRemoteDescription accepts but that no ICE agent stands behind: the
+/// offer with the answerer's roles and credentials and no candidates or sending SSRC.
+fn unreachable_answer(offer: &str) -> String {
+    let mut out = String::new();
+    for l in offer.lines() {
+        let l = match l {
+            l if l.starts_with("a=candidate") || l.starts_with("a=end-of-candidates") => continue,
+            l if l.starts_with("a=ssrc") || l.starts_with("a=msid:") => continue,
+            l if l.starts_with("a=ice-ufrag:") => "a=ice-ufrag:stub".to_string(),
+            l if l.starts_with("a=ice-pwd:") => "a=ice-pwd:stubstubstubstubstubstub".to_string(),
+            "a=setup:actpass" => "a=setup:passive".to_string(),
+            "a=sendonly" => "a=recvonly".to_string(),
+            l => l.to_string(),
+        };
+        out.push_str(&l);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn serve_stub(stream: TcpStream) {
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    while let Some((method, path, headers, body)) = read_request(&mut r) {
+        let req =
+            serde_json::json!({"method": method, "path": path, "headers": headers, "body": body});
+        println!("STUB-REQ {req}");
+        let (status, extra, body) = match method.as_str() {
+            "OPTIONS" => ("204 No Content", String::new(), String::new()),
+            "POST" => (
+                "201 Created",
+                "Content-Type: application/sdp\r\nLocation: sessions/1\r\n".to_string(),
+                unreachable_answer(&body),
+            ),
+            "DELETE" => ("200 OK", String::new(), String::new()),
+            _ => ("405 Method Not Allowed", String::new(), String::new()),
+        };
+        // What a WHIP server has to answer a file:// page (Origin: null) with.
+        let cors = "Access-Control-Allow-Origin: *\r\n\
+            Access-Control-Allow-Methods: POST, DELETE, OPTIONS\r\n\
+            Access-Control-Allow-Headers: Authorization, Content-Type\r\n\
+            Access-Control-Expose-Headers: Location\r\n";
+        let resp = format!(
+            "HTTP/1.1 {status}\r\n{cors}{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Not a test: the WHIP stub server that `whip_page_speaks_whip_to_a_stub` runs inside its
+/// namespace by running this test binary there (a thread of the test process cannot listen in
+/// another namespace). Does nothing unless STUB_ENV is set.
+#[test]
+#[ignore = "helper process of whip_page_speaks_whip_to_a_stub"]
+fn whip_stub_server() {
+    let Ok(addr) = std::env::var(STUB_ENV) else {
+        return;
+    };
+    // The parent kills us; should it die first, we still end.
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(40));
+        std::process::exit(0);
+    });
+    let l = TcpListener::bind((addr.as_str(), 0)).unwrap();
+    println!("STUB-PORT {}", l.local_addr().unwrap().port());
+    for conn in l.incoming().flatten() {
+        std::thread::spawn(move || serve_stub(conn));
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn whip_page_speaks_whip_to_a_stub() {
+    assert!(chromium_available(), "{}", browser::CHROMIUM_MISSING);
+    let ns = Netns::create().expect("create the namespace (needs root and iproute2)");
+    let mut stub = KillOnDrop(
+        ns.command(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "whip_stub_server", "--nocapture"])
+            .env(STUB_ENV, ns.addr_server().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = stub.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        let line = rx
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .expect("the stub reports its port within 10 s");
+        if let Some(p) = line.strip_prefix("STUB-PORT ") {
+            break p.trim().to_string();
+        }
+    };
+    let base = format!("http://{}:{port}/whip", ns.addr_server());
+    let whip = format!("{base}/endpoint");
+
+    let dir = browser::scratch_dir("whip-stub").unwrap();
+    let src = dir.join("key5-8k.wav");
+    write_tone_wav(&src, 2.0);
+    let wav = prepare_wav(&src, &dir, Duration::from_secs(1)).expect("ffmpeg converts the fixture");
+    let url = whip_page_url(&whip, TOKEN, 1, Some(2000));
+    let run = run_chromium(&ns, &url, &wav, Duration::from_secs(20)).expect("run Chromium");
+    let _ = std::fs::remove_dir_all(&dir);
+    let why = run.summary();
+    println!("WHIP page against the stub took {:?}", run.elapsed);
+
+    // No ICE agent behind the stub: the page must give up on the connection, and still
+    // delete the session it made.
+    assert!(!run.done, "{why}");
+    let error = run.error.clone().unwrap_or_default();
+    assert!(error.starts_with("connection"), "{why}");
+    assert_eq!(run.with("post"), ["201 location \"sessions/1\""], "{why}");
+    assert_eq!(
+        run.with("resource"),
+        [format!("{base}/sessions/1").as_str()],
+        "{why}"
+    );
+    assert_eq!(run.with("delete"), ["200"], "{why}");
+    assert!(
+        !run.lines.iter().any(|l| l.contains(TOKEN)),
+        "the page logged its token:\n{why}"
+    );
+    let offer = run.offer().expect("the page logs its offer");
+    let saved = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromium-offer.sdp");
+    std::fs::write(&saved, &offer).unwrap();
+    println!("Chromium's WHIP offer: {}", saved.display());
+
+    // What the stub saw: preflights, then the POST and the DELETE, all from Origin null.
+    let mut reqs: Vec<serde_json::Value> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while reqs.len() < 4 {
+        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+            Ok(l) => {
+                if let Some(j) = l.strip_prefix("STUB-REQ ") {
+                    reqs.push(serde_json::from_str(j).unwrap());
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let header = |r: &serde_json::Value, name: &str| -> Option<String> {
+        r["headers"]
+            .as_array()?
+            .iter()
+            .find_map(|kv| (kv[0] == name).then(|| kv[1].as_str().unwrap_or("").to_string()))
+    };
+    let seen: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "OPTIONS /whip/endpoint",
+            "POST /whip/endpoint",
+            "OPTIONS /whip/sessions/1",
+            "DELETE /whip/sessions/1"
+        ],
+        "{reqs:#?}"
+    );
+    for r in &reqs {
+        assert_eq!(header(r, "origin").as_deref(), Some("null"), "{r:#}");
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    // Preflights never carry the token: the server must answer OPTIONS unauthenticated.
+    assert_eq!(header(&reqs[0], "authorization"), None);
+    assert_eq!(
+        header(&reqs[0], "access-control-request-headers").as_deref(),
+        Some("authorization,content-type")
+    );
+    assert_eq!(header(&reqs[1], "authorization"), Some(bearer.clone()));
+    assert_eq!(
+        header(&reqs[1], "content-type").as_deref(),
+        Some("application/sdp")
+    );
+    assert_eq!(header(&reqs[3], "authorization"), Some(bearer));
+
+    // The offer is non-trickle (candidates inside, on the veth addresses only), one sendonly
+    // Opus audio section.
+    let body = reqs[1]["body"].as_str().unwrap();
+    assert_eq!(body, offer);
+    let veth = [ns.addr_server().to_string(), ns.addr_client().to_string()];
+    let cands: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("a=candidate"))
+        .collect();
+    assert!(!cands.is_empty(), "{body}");
+    for c in &cands {
+        let addr = c.split(' ').nth(4).unwrap_or("");
+        assert!(veth.contains(&addr.to_string()), "{c}");
+    }
+    assert_eq!(body.matches("m=").count(), 1, "{body}");
+    for needle in ["m=audio ", "a=sendonly", "a=rtpmap:111 opus/48000/2"] {
+        assert!(body.contains(needle), "{needle} not in\n{body}");
+    }
+    drop(stub);
     drop(ns);
 }

@@ -406,6 +406,20 @@ pub fn scratch_dir(what: &str) -> Result<PathBuf, String> {
     Ok(d)
 }
 
+/// The URL of `whip-publish.html` for one publication; `connect_ms` bounds ICE + DTLS
+/// (the page's default is 10 s).
+pub fn whip_page_url(whip_url: &str, token: &str, seconds: u32, connect_ms: Option<u32>) -> String {
+    let mut q = vec![
+        ("whip", whip_url.to_string()),
+        ("token", token.to_string()),
+        ("seconds", seconds.to_string()),
+    ];
+    if let Some(ms) = connect_ms {
+        q.push(("connect_ms", ms.to_string()));
+    }
+    page_url("whip-publish.html", &q)
+}
+
 /// Publish `wav` from headless Chromium in `ns` to the WHIP endpoint `whip_url` with bearer
 /// `token` for `seconds`, then DELETE the session (`whip-publish.html`). The fixture is
 /// converted for the fake microphone first; Chromium starts reading it when the page opens
@@ -421,14 +435,7 @@ pub fn publish_with_chromium(
 ) -> Result<ChromiumRun, String> {
     let dir = scratch_dir("whip")?;
     let fixture = prepare_wav(wav, &dir, Duration::from_secs(1))?;
-    let url = page_url(
-        "whip-publish.html",
-        &[
-            ("whip", whip_url.to_string()),
-            ("token", token.to_string()),
-            ("seconds", seconds.to_string()),
-        ],
-    );
+    let url = whip_page_url(whip_url, token, seconds, None);
     let run = run_chromium(ns, &url, &fixture, deadline);
     let _ = std::fs::remove_dir_all(&dir);
     run
