@@ -79,8 +79,25 @@ fn netns_is_deleted_on_drop_and_on_panic() {
             "{a} missing in\n{addrs}"
         );
     }
+    // A process still inside when the guard drops is ended with it.
+    let mut left = ns.command("sleep").arg("30").spawn().unwrap();
     drop(ns);
     assert!(!listed(&name), "{name} survived its guard");
+    let until = Instant::now() + Duration::from_secs(5);
+    while left.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "a process in {name} outlived it");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A namespace whose test process died without its guards is removed by the next create.
+    let mut gone = Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let orphan = format!("tonewall-browser-{}-0", gone.id());
+    let status = Command::new("ip").args(["netns", "add", &orphan]).status();
+    assert!(status.unwrap().success());
+    let ns = Netns::create().unwrap();
+    assert!(!listed(&orphan), "orphan {orphan} was not removed");
+    drop(ns);
 
     let mut inside = String::new();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -128,8 +128,28 @@ impl Netns {
     }
 }
 
+/// SIGKILL every process inside namespace `name`: all of them were started there by a test
+/// (nothing else runs in a namespace made here), and a namespace outlives `ip netns del` for
+/// as long as a process holds it.
+fn kill_inside(name: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+        return;
+    };
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if pid.parse::<u32>().is_ok() {
+            let _ = Command::new("kill")
+                .args(["-KILL", pid])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Normally the tests' own guards have ended their processes by now; this catches a
+        // server or browser whose guard was dropped after the namespace's.
+        kill_inside(&self.name);
         // Deleting the namespace also destroys the veth pair inside it.
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {
             eprintln!("browser harness: could not delete namespace: {e}");
@@ -137,8 +157,9 @@ impl Drop for Netns {
     }
 }
 
-/// Delete namespaces left by test processes that no longer exist (killed with SIGKILL, so no
-/// Drop ran). Namespaces of live processes, ours or a concurrent test binary's, are left alone.
+/// Delete namespaces (and end the processes in them) left by test processes that no longer
+/// exist (killed with SIGKILL, so no Drop ran). Namespaces of live processes, ours or a
+/// concurrent test binary's, are left alone.
 fn remove_orphans() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -152,6 +173,7 @@ fn remove_orphans() {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_inside(name);
             let _ = run(Command::new("ip").args(["netns", "del", name]));
         }
     }
