@@ -322,15 +322,20 @@ pub fn run_chromium(
     cmd.args([
         // Headless new mode is the full browser (same WebRTC stack as headed Chromium).
         "--headless=new",
-        // We are root; Chromium refuses to run as root with its sandbox.
+        // We are root; Chromium refuses to run as root with its sandbox ("Running as root
+        // without --no-sandbox is not supported") and exits at once.
         "--no-sandbox",
         "--no-first-run",
         "--no-default-browser-check",
         "--disable-gpu",
-        // A fake microphone and camera, permission granted without a prompt.
+        // A fake microphone and camera, permission granted without a prompt. The granted
+        // permission is also what makes Chromium put the interfaces' real addresses in host
+        // candidates: without this flag it gathers none here (mDNS names at best) and ICE never
+        // starts.
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
-        // The self-test page plays the received track into an <audio> element.
+        // The self-test page plays the received track into an <audio> element and analyses it
+        // with WebAudio; without a user gesture both stay suspended (level 0, no spectrum).
         "--autoplay-policy=no-user-gesture-required",
         // console.log lines go to stderr as `...:INFO:CONSOLE:N] "WHIP: ...", source: ...`.
         "--enable-logging=stderr",
