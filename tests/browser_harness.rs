@@ -473,3 +473,16 @@ fn whip_page_speaks_whip_to_a_stub() {
     drop(stub);
     drop(ns);
 }
+
+#[test]
+fn a_fixture_chromium_cannot_play_is_a_harness_error_not_silence() {
+    assert!(chromium_available(), "{}", browser::CHROMIUM_MISSING);
+    let ns = Netns::create().expect("create the namespace (needs root and iproute2)");
+    // Chromium's fake microphone refuses mu-law and plays silence instead, which would make a
+    // masking test pass for the wrong reason; the harness must say so instead.
+    let wav = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-audio/payment-call-8k-ulaw.wav");
+    let url = page_url("loopback-selftest.html", &[("seconds", "1".to_string())]);
+    let run = run_chromium(&ns, &url, &wav, Duration::from_secs(20));
+    let err = run.expect_err("a mu-law fixture must not run");
+    assert!(err.contains("refused"), "{err}");
+}
