@@ -369,7 +369,7 @@ fn whip_page_speaks_whip_to_a_stub() {
     let src = dir.join("key5-8k.wav");
     write_tone_wav(&src, 2.0);
     let wav = prepare_wav(&src, &dir, Duration::from_secs(1)).expect("ffmpeg converts the fixture");
-    let url = whip_page_url(&whip, TOKEN, 1, Some(2000));
+    let url = whip_page_url(&whip, TOKEN, 1, Some(2000), "");
     let run = run_chromium(&ns, &url, &wav, Duration::from_secs(20)).expect("run Chromium");
     let _ = std::fs::remove_dir_all(&dir);
     let why = run.summary();

@@ -119,6 +119,27 @@ impl Netns {
         self.client
     }
 
+    /// Move the calling thread into the namespace. Sockets it opens afterwards, threads it
+    /// spawns and processes it starts live there too (Linux keeps namespaces per task and a
+    /// new task inherits its creator's), so a test can run its stand-in servers and the
+    /// gateway next to Chromium with the ordinary helpers. Other test threads are unaffected.
+    pub fn enter_current_thread(&self) -> Result<(), String> {
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn setns(fd: i32, nstype: i32) -> i32;
+        }
+        const CLONE_NEWNET: i32 = 0x4000_0000;
+        let path = format!("/var/run/netns/{}", self.name);
+        let f = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        // SAFETY: setns takes a file descriptor that stays open for the call (f lives to the
+        // end of this function) and a namespace type constant; it touches no Rust memory.
+        let rc = unsafe { setns(f.as_raw_fd(), CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// `program` run inside the namespace (`ip netns exec NAME program`; `ip` execs it, so the
     /// child's pid is the program's own).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
@@ -435,7 +456,14 @@ pub fn scratch_dir(what: &str) -> Result<PathBuf, String> {
 
 /// The URL of `whip-publish.html` for one publication; `connect_ms` bounds ICE + DTLS
 /// (the page's default is 10 s).
-pub fn whip_page_url(whip_url: &str, token: &str, seconds: u32, connect_ms: Option<u32>) -> String {
+/// `dtmf` (may be empty) are keys the page presses with RTCDTMFSender after publishing.
+pub fn whip_page_url(
+    whip_url: &str,
+    token: &str,
+    seconds: u32,
+    connect_ms: Option<u32>,
+    dtmf: &str,
+) -> String {
     let mut q = vec![
         ("whip", whip_url.to_string()),
         ("token", token.to_string()),
@@ -443,6 +471,9 @@ pub fn whip_page_url(whip_url: &str, token: &str, seconds: u32, connect_ms: Opti
     ];
     if let Some(ms) = connect_ms {
         q.push(("connect_ms", ms.to_string()));
+    }
+    if !dtmf.is_empty() {
+        q.push(("dtmf", dtmf.to_string()));
     }
     page_url("whip-publish.html", &q)
 }
@@ -458,11 +489,12 @@ pub fn publish_with_chromium(
     token: &str,
     wav: &Path,
     seconds: u32,
+    dtmf: &str,
     deadline: Duration,
 ) -> Result<ChromiumRun, String> {
     let dir = scratch_dir("whip")?;
     let fixture = prepare_wav(wav, &dir, Duration::from_secs(1))?;
-    let url = whip_page_url(whip_url, token, seconds, None);
+    let url = whip_page_url(whip_url, token, seconds, None, dtmf);
     let run = run_chromium(ns, &url, &fixture, deadline);
     let _ = std::fs::remove_dir_all(&dir);
     run

@@ -143,6 +143,15 @@ fn merge_toml(base: &str, extra: &str, rec: &Path) -> String {
             continue;
         }
         if in_server {
+            // A key the test sets replaces the base config's default for it.
+            if let Some((key, _)) = t.split_once('=') {
+                let key = key.trim();
+                s = s
+                    .lines()
+                    .filter(|l| l.split_once('=').map(|(k, _)| k.trim()) != Some(key))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+            }
             s.push_str(line);
             s.push('\n');
         } else {

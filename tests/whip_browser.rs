@@ -1,0 +1,220 @@
+//! End to end with a real browser: headless Chromium publishes the bundled 48 kHz payment call
+//! through its fake microphone to `tonewall serve`'s WHIP endpoint, then presses four keys
+//! with RTCDTMFSender (RFC 4733 telephone-events). Chromium gathers no ICE candidates on
+//! loopback, so the test makes a network namespace with a veth pair, moves its own thread
+//! into it, and runs the gateway, its stand-in sinks, the downstream receiver and Chromium
+//! there; nothing leaves that namespace.
+//!
+//! Checked: multimon-ng and our most sensitive detector find no digit in what reached
+//! downstream (PCMU), the recording or the STT stream; the secure digit sink holds exactly
+//! the fixture's 24 keys followed by the four telephone-event keys; no webhook, event or log
+//! line carries a value; the session ends cleanly with the page's DELETE.
+//!
+//! Needs root (namespaces), Chromium, ffmpeg and multimon-ng: `.ci/run` installs them.
+#![cfg(feature = "whip")]
+
+mod browser;
+mod common;
+mod gateway;
+#[path = "gateway/peers.rs"]
+mod peers;
+
+use std::time::{Duration, Instant};
+
+use browser::{chromium_available, publish_with_chromium, Netns, CHROMIUM_MISSING};
+use gateway::{parse, Gateway, Receiver};
+use peers::*;
+
+const TOKEN: &str = "browser-test-token";
+/// Keys pressed with RTCDTMFSender after the fixture.
+const KEYS: &str = "91*#";
+
+#[test]
+fn chromium_publishes_through_whip_and_nothing_leaks() {
+    assert!(chromium_available(), "{CHROMIUM_MISSING}");
+    for t in ["multimon-ng", "ffmpeg"] {
+        assert!(
+            gateway::have(t),
+            "{t} is not installed (.ci/run installs it)"
+        );
+    }
+    let ns = Netns::create().expect("network namespace");
+    ns.enter_current_thread().expect("enter the namespace");
+    let server = ns.addr_server();
+
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixture = "payment-call-48k-pcm16";
+    let json = format!("{root}/sample-audio/{fixture}.json");
+    let truth = ground_truth_digits(&json);
+    let spans = ground_truth_spans(&json);
+    let dir = gateway::scratch("whip-chromium");
+    // Everything below is created from this thread, so it lives in the namespace.
+    let (hook, hooks) = webhook_server();
+    let (stt, stt_bytes) = stt_server();
+    let (sock, secure) = secure_socket(&dir);
+    let extra = format!(
+        "[server]\nlisten = \"{server}:0\"\nrtp_address = \"{server}\"\ncors_allow_origin = \"*\"\n{}",
+        sinks_toml(&dir, hook, stt, &sock)
+    );
+    let gw = Gateway::start_with("whip-chromium-gw", &extra, Some(TOKEN));
+    let down = Receiver::start(Duration::from_secs(3), Duration::from_secs(120));
+    let call_id = "whip-chromium";
+    let whip = format!(
+        "http://{}/v1/whip?downstream={}&downstream_codec=pcmu&call_id={call_id}",
+        gw.api, down.addr
+    );
+
+    // The call appears once the page has posted its offer: follow its events and sample its
+    // status (delay, packets) while Chromium publishes.
+    let api = gw.api;
+    let watcher = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            let (code, _) = gateway::http(
+                api,
+                "GET",
+                &format!("/v1/calls/{call_id}"),
+                None,
+                Some(TOKEN),
+            );
+            if code == 200 {
+                let ev = gateway::follow_events(
+                    api,
+                    &format!("/v1/calls/{call_id}/events"),
+                    Some(TOKEN),
+                    Duration::from_secs(90),
+                );
+                std::thread::sleep(Duration::from_secs(5));
+                let (_, status) = gateway::http(
+                    api,
+                    "GET",
+                    &format!("/v1/calls/{call_id}"),
+                    None,
+                    Some(TOKEN),
+                );
+                return Some((ev, status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
+    let wav = std::path::PathBuf::from(format!("{root}/sample-audio/{fixture}.wav"));
+    let secs = 29; // the 27.8 s fixture and the harness's 1 s of silence after it
+    let run = publish_with_chromium(
+        &ns,
+        &whip,
+        TOKEN,
+        &wav,
+        secs,
+        KEYS,
+        Duration::from_secs(secs as u64 + 40),
+    )
+    .expect("Chromium ran");
+    assert!(run.done, "the page did not finish:\n{}", run.summary());
+    assert_eq!(run.with("delete"), vec!["200"], "{}", run.summary());
+    let (ev, status) = watcher
+        .join()
+        .unwrap()
+        .expect("the WHIP call appeared in the API");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let events = ev.join().unwrap();
+    let got = down.join();
+
+    // The answer's candidate is the gateway's veth address, and Chromium connected to it.
+    let answer = run.json_string("answer").expect("answer logged");
+    assert!(
+        answer.contains(&format!(" {server} ")),
+        "answer candidates are not on {server}:\n{answer}"
+    );
+    assert!(answer.contains("telephone-event/48000"), "{answer}");
+
+    // Downstream: PCMU, as long as the publication, no digit in it.
+    assert!(!got.is_empty(), "nothing arrived downstream");
+    let mut lin = Vec::new();
+    for p in &got {
+        assert_eq!(
+            parse(p).pt,
+            0,
+            "downstream is PCMU only (no telephone-event)"
+        );
+        lin.extend(p[12..].iter().map(|&c| tonewall::codec::ulaw_to_linear(c)));
+    }
+    let down_secs = lin.len() as f64 / 8000.0;
+    assert!(down_secs > 27.0, "downstream holds only {down_secs:.1} s");
+    assert_eq!(
+        common::multimon_digits_at(&lin, 8000).unwrap(),
+        "",
+        "multimon-ng decoded digits downstream"
+    );
+    // Chromium starts the fixture when the page opens the microphone, just after the first
+    // packets, so tone positions downstream are within a fraction of a second of the
+    // fixture's; 300 ms of slack covers that and the look-ahead.
+    assert_eq!(
+        sensitive_hits_at_tones(&lin, 8000, &spans, 300.0),
+        0,
+        "our most sensitive detector found a digit where a tone was, downstream"
+    );
+    let (rrate, rch, rec) = gateway::read_wav(&dir.join(format!("recordings/{call_id}.wav")));
+    assert_eq!((rrate, rch), (48_000, 2));
+    assert_eq!(
+        common::multimon_digits_at(&left(&rec), 48_000).unwrap(),
+        "",
+        "digits in the recording"
+    );
+    let stt_pcm: Vec<i16> = stt_bytes
+        .lock()
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let stt_secs = stt_pcm.len() as f64 / 16000.0;
+    assert!(stt_secs > 25.0, "STT got only {stt_secs:.1} s");
+    assert_eq!(
+        common::multimon_digits_at(&stt_pcm, 16000).unwrap(),
+        "",
+        "digits in the STT stream"
+    );
+    // The secure sink: the 24 in-band keys, then the four telephone-events, each once.
+    let want = format!("{truth}{KEYS}");
+    let digits = wait_for(Duration::from_secs(5), || {
+        let d = secure_digits(&secure.lock().unwrap());
+        (d.len() >= want.len()).then_some(d)
+    })
+    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
+    assert_eq!(digits, want, "secure sink digits");
+    check_webhooks(&hooks.lock().unwrap(), &truth);
+    let ended = events
+        .iter()
+        .find(|e| e["event"] == "call_ended")
+        .unwrap_or_else(|| panic!("no call_ended in {events:?}"));
+    assert_eq!(ended["reason"], "api", "{ended}");
+    let log = gw.log();
+    assert!(
+        !log.contains(&truth[..16]),
+        "card number in the gateway log"
+    );
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains(&truth[..16]),
+        "card number in events"
+    );
+    let packets = run
+        .with("stats")
+        .last()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    println!(
+        "Chromium -> WHIP -> tonewall -> PCMU: page ran {:.1} s ({packets}), {:.1} s downstream, delay {} ms, caller packets {} lost {}, {} digits to the secure sink ({} in-band + {} telephone-events), {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
+        run.elapsed.as_secs_f64(),
+        down_secs,
+        status["delay_ms"],
+        ended["caller_packets"],
+        ended["lost"],
+        digits.len(),
+        truth.len(),
+        KEYS.len(),
+        events.len(),
+        stt_secs
+    );
+}
