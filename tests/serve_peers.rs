@@ -43,6 +43,7 @@ const PCMU_PEERS: PeerCodec = PeerCodec {
     gst_decode: &["rtppcmudepay", "!", "mulawdec"],
 };
 
+#[cfg(feature = "opus")]
 const OPUS_PEERS: PeerCodec = PeerCodec {
     name: "opus",
     fixture: "payment-call-48k-pcm16",
@@ -85,6 +86,7 @@ fn ffmpeg_to_gstreamer_through_the_gateway_leaks_nothing() {
 }
 
 #[test]
+#[cfg(feature = "opus")]
 fn ffmpeg_opus_to_gstreamer_through_the_gateway_leaks_nothing() {
     peers_run(&OPUS_PEERS);
 }
