@@ -562,6 +562,52 @@ fn duplicates_are_dropped_and_counted() {
 }
 
 #[test]
+fn padding_only_probes_use_up_a_number_and_are_not_losses() {
+    // WebRTC senders (Chromium's pacer) probe bandwidth with padding-only packets: the
+    // padding bit, no payload, the previous packet's timestamp, the next sequence number.
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let (x, _) = keypad(8000, "12", 70.0, 80.0, 100.0, 7);
+    let mut caller = Caller::new(&cfg, 12, 65000, 0);
+    let pkts = paced(caller.stream(&x));
+    let (clean, _, _) = run(cfg, &pkts);
+    let mut probed = Vec::new();
+    let mut seq = 40_000u16;
+    for (i, (p, t)) in pkts.iter().enumerate() {
+        let r = RtpPacket::parse(p).unwrap();
+        let again = rtp(
+            r.payload_type(),
+            r.marker_bit(),
+            seq,
+            r.timestamp(),
+            r.ssrc(),
+            r.payload(),
+        );
+        probed.push((again, *t));
+        seq = seq.wrapping_add(1);
+        if i % 5 == 2 {
+            let pad = RtpPacketBuilder::<&[u8], &[u8]>::new()
+                .payload_type(r.payload_type())
+                .sequence_number(seq)
+                .timestamp(r.timestamp())
+                .ssrc(r.ssrc())
+                .padding(200)
+                .write_vec()
+                .unwrap();
+            assert!(RtpPacket::parse(&pad).unwrap().payload().is_empty());
+            probed.push((pad, *t + 1_000));
+            seq = seq.wrapping_add(1);
+        }
+    }
+    let (sink, st, _) = run(cfg, &probed);
+    assert_eq!((st.lost, st.late, st.malformed), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        sink.packets, clean.packets,
+        "probes change nothing downstream"
+    );
+    assert_eq!(sink.secure(), "12");
+}
+
+#[test]
 fn sequence_and_timestamp_wrap_mid_tone() {
     let cfg = config(Codec::Pcmu, 8000, 0);
     let (x, spans) = keypad(8000, "7", 120.0, 100.0, 40.0, 8);

@@ -199,13 +199,28 @@ fn chromium_publishes_through_whip_and_nothing_leaks() {
             .contains(&truth[..16]),
         "card number in events"
     );
+    let (_, metrics) = gateway::http(gw.api, "GET", "/metrics", None, Some(TOKEN));
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(metric("tonewall_whip_sessions_total"), 1, "{metrics}");
+    let dropped = metric("tonewall_whip_dropped_packets_total");
+    // Chromium's bandwidth probes (padding-only packets) are not losses; only packets the
+    // bridge had to drop may be missing.
+    assert!(
+        ended["lost"].as_u64().unwrap() <= dropped,
+        "{ended} with {dropped} dropped by the bridge"
+    );
     let packets = run
         .with("stats")
         .last()
         .map(|s| s.to_string())
         .unwrap_or_default();
     println!(
-        "Chromium -> WHIP -> tonewall -> PCMU: page ran {:.1} s ({packets}), {:.1} s downstream, delay {} ms, caller packets {} lost {}, {} digits to the secure sink ({} in-band + {} telephone-events), {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
+        "Chromium -> WHIP -> tonewall -> PCMU: page ran {:.1} s ({packets}), {:.1} s downstream, delay {} ms, caller packets {} lost {} (bridge dropped {dropped}), {} digits to the secure sink ({} in-band + {} telephone-events), {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
         run.elapsed.as_secs_f64(),
         down_secs,
         status["delay_ms"],

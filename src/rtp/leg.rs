@@ -746,7 +746,12 @@ impl CallerLeg {
     fn validate<'a>(&mut self, p: &'a RtpPacket<'a>) -> Option<Parsed<'a>> {
         let pt = p.payload_type();
         let payload = p.payload();
-        let kind = if pt == self.cfg.audio_pt {
+        let kind = if payload.is_empty() && p.padding_bit() {
+            // Padding only (RFC 3550 5.1): WebRTC senders send these to probe bandwidth, with
+            // the previous packet's timestamp. No audio, but a sequence number used up;
+            // dropping it unsequenced would count every probe as a lost packet.
+            Kind::Other
+        } else if pt == self.cfg.audio_pt {
             let bad_l16 = self.cfg.codec == Codec::Pcm16 && !payload.len().is_multiple_of(2);
             let samples = self.samples_of(payload);
             if payload.is_empty() || bad_l16 || samples == 0 || samples > self.max_samples {
@@ -938,7 +943,9 @@ impl CallerLeg {
     /// Re-read a packet that was validated before it was held (never fails in practice).
     fn validate_held<'a>(&self, p: &'a RtpPacket<'a>) -> Option<Parsed<'a>> {
         let pt = p.payload_type();
-        let kind = if pt == self.cfg.audio_pt {
+        let kind = if p.payload().is_empty() && p.padding_bit() {
+            Kind::Other
+        } else if pt == self.cfg.audio_pt {
             Kind::Audio(p.payload())
         } else if Some(pt) == self.cfg.telephone_event_pt {
             Kind::Event(TelephoneEvent::parse(p.payload()).ok()?)
