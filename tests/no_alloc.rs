@@ -322,6 +322,59 @@ fn pcm16_48k_pipeline_does_not_allocate() {
     }
 }
 
+/// The Opus per-frame path of an Opus caller leg, as `pipeline/opus_48k_20ms` benchmarks it:
+/// libopus decode of a 20 ms packet, the 48 kHz pipeline, libopus encode of the masked frame.
+/// The counter sees Rust allocations (the bindings, the pipeline); libopus itself is C and
+/// would call `malloc` directly, which it does not do after `*_create` (its per-call scratch
+/// lives on the stack).
+#[cfg(feature = "opus")]
+#[test]
+fn opus_frame_path_does_not_allocate() {
+    use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = signal(48_000);
+    // Encode up front (allocates; not counted).
+    let mut enc = OpusEncoder::new(32_000).expect("encoder");
+    let mut buf = vec![0u8; enc.max_packet()];
+    let packets: Vec<Vec<u8>> = x
+        .chunks_exact(960)
+        .map(|f| {
+            let n = enc.encode(f, &mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .collect();
+    for lookahead in [0, 20] {
+        let cfg = pipeline_config(Codec::Pcm16, 48_000, lookahead);
+        let mut p = ChannelPipeline::<i16>::new(cfg, ChannelId(7)).expect("pipeline");
+        let mut dec = OpusDecoder::new().expect("decoder");
+        let mut enc = OpusEncoder::new(32_000).expect("encoder");
+        let (mut pcm, mut out) = (vec![0i16; 960], vec![0i16; 960]);
+        let mut pkt = vec![0u8; enc.max_packet()];
+        let mut tally = Tally::default();
+        let mut bytes = 0usize;
+        let mut frame = |packet: &[u8], tally: &mut Tally| {
+            let n = dec.decode(packet, &mut pcm).expect("decode");
+            p.process(&pcm[..n], &mut out[..n], tally);
+            bytes += enc.encode(&out[..n], &mut pkt).expect("encode");
+        };
+        let (head, rest) = packets.split_at(10);
+        for f in head {
+            frame(f, &mut tally);
+        }
+        let allocs = allocations_in(|| {
+            for f in rest {
+                frame(f, &mut tally);
+            }
+        });
+        assert_eq!(
+            allocs, 0,
+            "Opus frame path, lookahead {lookahead} ms, allocated"
+        );
+        assert!(bytes > 0);
+        check_tally(&format!("Opus lookahead {lookahead}"), &tally);
+    }
+}
+
 /// Counts what a caller leg emits, without allocating.
 #[derive(Default)]
 struct LegTally {
