@@ -7,7 +7,10 @@
 //!
 //! Opus paths run shorter sweeps where the 8 kHz paths run long ones (the 1000-burst noise
 //! and latency trains at 16 kbit/s only, 320 bursts at 24 and 32 kbit/s; see [`reps`]), to
-//! keep the added run time under a minute; every "must" row is still asserted per bit rate.
+//! keep the added run time under a minute, and speech at -10/-5/0 dB only; every "must" row
+//! is still asserted per bit rate. Where a row is not met through Opus (16 kbit/s misses a
+//! few clean tones; one tone over speech at 16 and 32 kbit/s) the test asserts what is met
+//! and says so: see [`misses_tolerated`] and [`speech_misses_tolerated`].
 
 mod common;
 
@@ -85,10 +88,11 @@ fn matched<'a>(f: &'a [Found], placed: &'a [Placed]) -> Vec<(&'a Found, &'a Plac
 ///
 /// MUST NOT MET (issue 4): through Opus at 16 kbit/s (SILK wideband) about 1 % to 2 % of
 /// clean tones are not reported (37 of 1,920 over 12 seeds of the 160-tone decode train;
-/// with `min_report_ms` lowered to 12 all are). In a missed tone's first Opus frame the
-/// encoder codes the high tone 3 to 5 dB too loud, then its phase jumps about 25 degrees at
-/// the next frame boundary, and the strict checks do not hold for the 25 ms reporting needs.
-/// The masker still removes those tones (tests/leak.rs). Tolerated here: 2.5 % of a train
+/// with `min_report_ms` lowered to 12 all are). In the missed tone examined, in its first
+/// Opus frame the encoder codes the high tone 3 to 5 dB too loud, then its phase jumps about
+/// 25 degrees at the next frame boundary, and the strict checks do not hold for the 25 ms
+/// reporting needs. The masker still removes those tones (tests/leak.rs), with a few ms
+/// left at the start of some. Tolerated here: 2.5 % of a train
 /// (at least one tone), so the row still fails if it gets worse. At 24 and 32 kbit/s the
 /// rows hold in full.
 fn misses_tolerated(path: Path, tones: usize) -> usize {
