@@ -7,7 +7,8 @@
 //!
 //! Opus paths run shorter sweeps where the 8 kHz paths run long ones (the 1000-burst noise
 //! and latency trains at 16 kbit/s only, 320 bursts at 24 and 32 kbit/s; see [`reps`]), to
-//! keep the added run time under a minute, and speech at -10/-5/0 dB only; every "must" row
+//! keep the added run time under a minute, the S/N sweep with 64 bursts, the duration sweep
+//! between 20 and 40 ms with one pause, and speech at -10/-5 dB only; every "must" row
 //! is still asserted per bit rate. Where a row is not met through Opus (16 kbit/s misses a
 //! few clean tones; one tone over speech at 16 and 32 kbit/s) the test asserts what is met
 //! and says so: see [`misses_tolerated`] and [`speech_misses_tolerated`].
@@ -248,7 +249,14 @@ fn duration_detects_40_ms_and_never_reports_20_ms() {
         let mut longest_rejected = 0.0;
         let mut misses = 0;
         for d in 10..=60 {
-            for pause in [40.0, 50.0, 60.0] {
+            // Between 20 and 40 ms nothing is asserted (only the curve is printed): the Opus
+            // paths measure it with one pause.
+            let pauses: &[f64] = if path.is_opus() && d > 20 && d < 40 {
+                &[50.0]
+            } else {
+                &[40.0, 50.0, 60.0]
+            };
+            for &pause in pauses {
                 let (s, f, placed) =
                     run_placed(path, &all16(d as f64, pause, ToneSpec::level(-4.0)), d);
                 let n = s.len();
@@ -336,7 +344,7 @@ fn white_noise_1000_bursts_all_decoded_at_26_db() {
         assert_eq!((ok, n), (bursts, bursts), "{path} at S/N 26 dB");
         let mut curve = String::new();
         let mut best = 26;
-        let sweep = reps(path, 200, 64);
+        let sweep = if path.is_opus() { 64 } else { 200 };
         for snr in (6..=30).rev().step_by(2) {
             let (ok, n) = noisy_bursts(path, snr as f64, sweep, 401 + snr);
             let extra = if n > ok {
@@ -463,7 +471,7 @@ fn digits_over_recorded_speech_all_detected_with_speech_10_db_below() {
         let mut curve = String::new();
         // One minute of speech per level: the Opus paths skip the easy -15 dB point.
         let levels: &[f64] = if path.is_opus() {
-            &[-10.0, -5.0, 0.0]
+            &[-10.0, -5.0]
         } else {
             &[-15.0, -10.0, -5.0, 0.0]
         };
