@@ -440,8 +440,8 @@ fn speech_and_music_lose_under_a_tenth_of_a_percent() {
 /// under 0.1 % (the 8 kHz paths: 0.04 to 0.07 % with look-ahead, 0.3 % without). At 48 kHz
 /// the fixture loses 0.171 % with look-ahead and 0.93 % without even with no codec in
 /// between; through Opus 0.13 % (32 kbit/s) to 0.26 % (24 kbit/s) with look-ahead, 0.77 to
-/// 0.91 % without. So it is the 48 kHz pipeline (analysis of the resampled signal, the 1 ms
-/// smear margin on each span), not the codec. Bounded at what was measured, rounded up.
+/// 0.91 % without. So it is the 48 kHz pipeline, not the codec (why is not analysed yet).
+/// Bounded at what was measured, rounded up.
 fn share_limit_48k(lookahead_ms: u32) -> f64 {
     if lookahead_ms == 0 {
         1.0
