@@ -6,9 +6,9 @@
 //! and prints the measured curve per path (run with `--nocapture` to see it).
 //!
 //! To keep the added run time to about a minute on two cores, the Opus paths run shorter
-//! trains and sweeps: the 1000-burst noise and latency trains at
-//! 16 kbit/s only (320 bursts at 24 and 32 kbit/s; see [`reps`]), the S/N curve with 64
-//! bursts, the 21 to 39 ms durations with one pause, and speech at -10/-5 dB only. Every
+//! trains and sweeps: the 1000-burst noise and latency trains at 16 kbit/s only (320 bursts
+//! at 24 and 32 kbit/s; see [`reps`]), the S/N curve with 64 bursts, the 21 to 39 ms
+//! durations with one pause, and speech at -10/-5 dB only. Every
 //! "must" row is still asserted per bit rate. Where a row is not met through Opus (16 kbit/s
 //! misses a few clean tones; one tone over speech at 16 and 32 kbit/s) the test asserts what
 //! is met and says so: see [`misses_tolerated`] and [`speech_misses_tolerated`].
