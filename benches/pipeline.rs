@@ -4,6 +4,12 @@
 //! * `pipeline/pcmu_8k_20ms`: one 160-byte mu-law frame through decode + detect + mask.
 //! * `pipeline/pcm16_48k_20ms`: one 960-sample 48 kHz PCM frame through resample (rubato) +
 //!   detect + mask.
+//! * `pipeline/opus_48k_20ms`: one 20 ms Opus packet (pre-encoded at 32 kbit/s, VoIP
+//!   application) through libopus decode + resample + detect + mask at 48 kHz + libopus encode
+//!   back to a packet, as an Opus caller leg does per packet (feature `opus`, on by default);
+//!   `pipeline/opus_48k_20ms_complexity{5,0}` the same with a cheaper encoder setting,
+//!   `pipeline/opus_48k_to_pcmu_20ms` with PCMU downstream instead of an Opus re-encode, and
+//!   `pipeline/opus_{decode,encode}_48k_20ms` the codec calls alone.
 //! * `compare/goertzel_filter_crate_8k_20ms`: the `goertzel-filter` 0.2 crate doing the eight
 //!   DTMF frequencies over one frame (why the hand-written bank replaces it).
 //! * `compare/spandsp_dtmf_rx_8k_20ms` (feature `spandsp`): spandsp's `dtmf_rx` over the same
@@ -211,7 +217,155 @@ fn pipeline(c: &mut Criterion) {
             black_box(&out);
         })
     });
+    #[cfg(feature = "opus")]
+    opus_48k(&mut g, &x);
     g.finish();
+}
+
+/// Opus at 48 kHz: the benchmark signal encoded at 32 kbit/s into 20 ms packets up front;
+/// each iteration decodes one packet, runs the 48 kHz pipeline (resample, detect, mask) and
+/// encodes the masked frame again at 32 kbit/s, all into preallocated buffers. The parts
+/// alone (`opus_decode_48k_20ms`, `opus_encode_48k_20ms`) show where the time goes, and
+/// `opus_48k_20ms_complexity{5,0}` the whole path with a cheaper encoder setting (the
+/// production encoder keeps libopus's default complexity), and `opus_48k_to_pcmu_20ms` the
+/// transcoding variant (`downstream_codec: pcmu`): no Opus re-encode, a 48 to 8 kHz
+/// resampler and mu-law instead.
+#[cfg(feature = "opus")]
+fn opus_48k(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, x: &[i16]) {
+    use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    const BITRATE: u32 = 32_000;
+    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
+    let mut buf = vec![0u8; enc.max_packet()];
+    let packets: Vec<Vec<u8>> = x
+        .chunks_exact(960)
+        .map(|f| {
+            let n = enc.encode(f, &mut buf).expect("encode");
+            buf[..n].to_vec()
+        })
+        .collect();
+    let bytes: usize = packets.iter().map(Vec::len).sum();
+    let cfg = PipelineConfig {
+        codec: Codec::Pcm16,
+        rate: 48_000,
+        ..PipelineConfig::default()
+    };
+    let default_complexity = libopus_encoder(BITRATE, None)
+        .get_complexity()
+        .expect("complexity");
+    eprintln!(
+        "pipeline/opus_48k_20ms: {} packets, mean {:.0} bytes ({} kbit/s, VoIP, libopus default \
+         complexity {default_complexity}); pipeline delay() {} samples ({:.2} ms) at look-ahead \
+         {} ms, plus the encoder's look-ahead {} samples",
+        packets.len(),
+        bytes as f64 / packets.len() as f64,
+        BITRATE / 1000,
+        ChannelPipeline::<i16>::new(cfg, ChannelId(0))
+            .expect("pipeline")
+            .delay(),
+        ChannelPipeline::<i16>::new(cfg, ChannelId(0))
+            .expect("pipeline")
+            .delay() as f64
+            / 48.0,
+        cfg.lookahead_ms,
+        enc.delay(),
+    );
+
+    // The whole per-packet path with the production encoder.
+    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
+    let mut pkt = vec![0u8; enc.max_packet()];
+    opus_path(g, "opus_48k_20ms", cfg, &packets, |pcm| {
+        enc.encode(pcm, &mut pkt).unwrap_or(0)
+    });
+    // The same with a cheaper encoder setting.
+    for complexity in [5, 0] {
+        let mut enc = libopus_encoder(BITRATE, Some(complexity));
+        let mut pkt = vec![0u8; 1500];
+        let id = format!("opus_48k_20ms_complexity{complexity}");
+        opus_path(g, &id, cfg, &packets, |pcm| {
+            enc.encode(pcm, &mut pkt).unwrap_or(0)
+        });
+    }
+
+    // Transcoded to PCMU downstream: resample the masked frame to 8 kHz, encode mu-law.
+    let mut rs = tonewall::pipeline::ChunkResampler::between(48_000, 8000, 200).expect("rs");
+    let mut ulaw = [0u8; 160];
+    opus_path(g, "opus_48k_to_pcmu_20ms", cfg, &packets, |pcm| {
+        let mut n = 0;
+        let _ = rs.push(pcm, |y| {
+            for &v in y {
+                if n < ulaw.len() {
+                    ulaw[n] = linear_to_ulaw(v.round().clamp(-32768.0, 32767.0) as i16);
+                    n += 1;
+                }
+            }
+        });
+        black_box(&ulaw[..n]);
+        n
+    });
+
+    // The codec parts alone.
+    let mut dec = OpusDecoder::new().expect("Opus decoder");
+    let mut pcm = [0i16; 960];
+    let mut i = 0;
+    g.bench_function("opus_decode_48k_20ms", |b| {
+        b.iter(|| {
+            let packet = &packets[i];
+            i = (i + 1) % packets.len();
+            black_box(dec.decode(packet, &mut pcm).unwrap_or(0));
+        })
+    });
+    let frames: Vec<&[i16]> = x.chunks_exact(960).collect();
+    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
+    let mut pkt = vec![0u8; enc.max_packet()];
+    let mut i = 0;
+    g.bench_function("opus_encode_48k_20ms", |b| {
+        b.iter(|| {
+            let f = frames[i];
+            i = (i + 1) % frames.len();
+            black_box(enc.encode(f, &mut pkt).unwrap_or(0));
+        })
+    });
+}
+
+/// A libopus encoder set up like the production one (48 kHz mono, VoIP, voice, `bitrate`),
+/// optionally at another complexity (0 to 10).
+#[cfg(feature = "opus")]
+fn libopus_encoder(bitrate: u32, complexity: Option<i32>) -> opus2::Encoder {
+    use opus2::{Application, Bitrate, Channels, Encoder, Signal};
+    let mut e = Encoder::new(48_000, Channels::Mono, Application::Voip).expect("encoder");
+    e.set_bitrate(Bitrate::Bits(bitrate as i32))
+        .expect("bitrate");
+    e.set_signal(Signal::Voice).expect("signal");
+    if let Some(c) = complexity {
+        e.set_complexity(c).expect("complexity");
+    }
+    e
+}
+
+/// Benchmark `id`: decode one packet, the 48 kHz pipeline, `encode` the masked frame.
+#[cfg(feature = "opus")]
+fn opus_path<E: FnMut(&[i16]) -> usize>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    cfg: PipelineConfig,
+    packets: &[Vec<u8>],
+    mut encode: E,
+) {
+    use tonewall::codec::{FrameDecoder, OpusDecoder};
+    let mut p = ChannelPipeline::<i16>::new(cfg, ChannelId(0)).expect("48 kHz pipeline");
+    let mut dec = OpusDecoder::new().expect("Opus decoder");
+    let mut pcm = [0i16; 960];
+    let mut out = [0i16; 960];
+    let mut i = 0;
+    g.bench_function(id, |b| {
+        b.iter(|| {
+            let packet = &packets[i];
+            i = (i + 1) % packets.len();
+            let n = dec.decode(packet, &mut pcm).unwrap_or(0);
+            p.process(&pcm[..n], &mut out[..n], &mut Discard);
+            black_box(encode(&out[..n]));
+        })
+    });
 }
 
 /// The `goertzel-filter` 0.2 crate, as it has to be driven.

@@ -1,7 +1,8 @@
 //! The media path never allocates (brief section 4, "Hot path"): a counting global allocator
-//! watches every frame pushed through the detector, the channel pipelines and the RTP caller
-//! leg, after a warm-up, over signals with key presses in them so the digit, mask and
-//! capture-window paths all run (and, for RTP, loss, reordering and telephone-events).
+//! watches every frame pushed through the detector, the channel pipelines, the Opus codec
+//! path and the RTP caller legs (PCMU and Opus), after a warm-up, over signals with key
+//! presses in them so the digit, mask and capture-window paths all run (and, for RTP, loss,
+//! reordering and telephone-events).
 //!
 //! Only allocations on the test's own thread while it is "armed" count. The first few
 //! counted allocations print a backtrace to stderr (`cargo test --test no_alloc --
@@ -322,6 +323,59 @@ fn pcm16_48k_pipeline_does_not_allocate() {
     }
 }
 
+/// The Opus per-frame path of an Opus caller leg, as `pipeline/opus_48k_20ms` benchmarks it:
+/// libopus decode of a 20 ms packet, the 48 kHz pipeline, libopus encode of the masked frame.
+/// The counter sees Rust allocations (the bindings, the pipeline); libopus itself is C and
+/// would call `malloc` directly, which it does not do after `*_create` (its per-call scratch
+/// lives on the stack).
+#[cfg(feature = "opus")]
+#[test]
+fn opus_frame_path_does_not_allocate() {
+    use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = signal(48_000);
+    // Encode up front (allocates; not counted).
+    let mut enc = OpusEncoder::new(32_000).expect("encoder");
+    let mut buf = vec![0u8; enc.max_packet()];
+    let packets: Vec<Vec<u8>> = x
+        .chunks_exact(960)
+        .map(|f| {
+            let n = enc.encode(f, &mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .collect();
+    for lookahead in [0, 20] {
+        let cfg = pipeline_config(Codec::Pcm16, 48_000, lookahead);
+        let mut p = ChannelPipeline::<i16>::new(cfg, ChannelId(7)).expect("pipeline");
+        let mut dec = OpusDecoder::new().expect("decoder");
+        let mut enc = OpusEncoder::new(32_000).expect("encoder");
+        let (mut pcm, mut out) = (vec![0i16; 960], vec![0i16; 960]);
+        let mut pkt = vec![0u8; enc.max_packet()];
+        let mut tally = Tally::default();
+        let mut bytes = 0usize;
+        let mut frame = |packet: &[u8], tally: &mut Tally| {
+            let n = dec.decode(packet, &mut pcm).expect("decode");
+            p.process(&pcm[..n], &mut out[..n], tally);
+            bytes += enc.encode(&out[..n], &mut pkt).expect("encode");
+        };
+        let (head, rest) = packets.split_at(10);
+        for f in head {
+            frame(f, &mut tally);
+        }
+        let allocs = allocations_in(|| {
+            for f in rest {
+                frame(f, &mut tally);
+            }
+        });
+        assert_eq!(
+            allocs, 0,
+            "Opus frame path, lookahead {lookahead} ms, allocated"
+        );
+        assert!(bytes > 0);
+        check_tally(&format!("Opus lookahead {lookahead}"), &tally);
+    }
+}
+
 /// Counts what a caller leg emits, without allocating.
 #[derive(Default)]
 struct LegTally {
@@ -434,6 +488,68 @@ fn caller_leg_does_not_allocate() {
     assert_eq!(tally.packets as u64, st.packets_out);
     assert!(tally.packets >= 500 && tally.audio_samples >= 499 * 160);
     check_tally("caller leg", &tally.inner);
+}
+
+/// An Opus caller leg (RTP in, Opus decode, 48 kHz pipeline, Opus re-encode, RTP out) and
+/// one transcoding to PCMU downstream, over the card number of [`signal`] in 20 ms packets
+/// with one packet lost (silence-filled next to a tone, so no concealment).
+#[cfg(feature = "opus")]
+#[test]
+fn opus_caller_leg_does_not_allocate() {
+    use tonewall::codec::{FrameEncoder, OpusEncoder};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = signal(48_000);
+    let mut enc = OpusEncoder::new(24_000).expect("encoder");
+    let mut buf = vec![0u8; enc.max_packet()];
+    let mut pkts: Vec<(Vec<u8>, u64)> = x
+        .chunks_exact(960)
+        .enumerate()
+        .map(|(i, f)| {
+            let n = enc.encode(f, &mut buf).unwrap();
+            let p = rtp_packet(111, i == 0, 500 + i as u16, 960 * i as u32, &buf[..n]);
+            (p, i as u64 * 20_000)
+        })
+        .collect();
+    pkts.remove(200); // lost
+    for downstream in [None, Some(Codec::Pcmu)] {
+        let cfg = LegConfig {
+            audio_pt: 111,
+            codec: Codec::Opus,
+            rate: 48_000,
+            downstream_codec: downstream,
+            downstream_pt: downstream.map(|_| 0),
+            pipeline: pipeline_config(Codec::Pcm16, 48_000, 20),
+            ..LegConfig::default()
+        };
+        let mut leg = CallerLeg::new(cfg, ChannelId(9)).expect("Opus leg");
+        let mut tally = LegTally::default();
+        let (head, rest) = pkts.split_at(10);
+        for (p, t) in head {
+            leg.handle_packet(p, *t, &mut tally);
+        }
+        let allocs = allocations_in(|| {
+            for (p, t) in rest {
+                while let Some(d) = leg.poll_timeout() {
+                    if d > *t {
+                        break;
+                    }
+                    leg.handle_timeout(d, &mut tally);
+                }
+                leg.handle_packet(p, *t, &mut tally);
+            }
+            leg.finish(&mut tally);
+        });
+        assert_eq!(
+            allocs, 0,
+            "Opus caller leg ({downstream:?} downstream) allocated"
+        );
+        assert_eq!(leg.stats().lost, 1);
+        assert!(tally.packets as usize >= pkts.len());
+        check_tally(
+            &format!("Opus leg, {downstream:?} downstream"),
+            &tally.inner,
+        );
+    }
 }
 
 /// The counter itself works: an allocation inside the region is seen.

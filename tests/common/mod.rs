@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: run the real detector and pipeline over
-//! generated or recorded signals, pass signals through G.711, and measure what is left of
-//! each tone after masking. Test-only; allocates freely.
+//! generated or recorded signals, pass signals through G.711 or an Opus round trip (see
+//! [`Path`]), and measure what is left of each tone after masking. Test-only; allocates
+//! freely; never prints a digit value anywhere but the test's own assertion messages.
 #![allow(dead_code)]
 
 use tonewall::codec::{alaw_to_linear, linear_to_alaw, linear_to_ulaw, ulaw_to_linear, Codec};
@@ -19,18 +20,33 @@ pub struct Found {
     pub declared_ms: f64,
 }
 
-/// A tone placed in a generated signal.
+/// A tone placed in a generated signal (`start` and `len` in samples at `rate`).
 #[derive(Debug, Clone, Copy)]
 pub struct Placed {
     pub digit: char,
     pub start: usize,
     pub len: usize,
+    pub rate: u32,
+}
+
+impl Placed {
+    pub fn start_ms(&self) -> f64 {
+        self.start as f64 * 1000.0 / self.rate as f64
+    }
+    pub fn end_ms(&self) -> f64 {
+        (self.start + self.len) as f64 * 1000.0 / self.rate as f64
+    }
 }
 
 pub const RATE: usize = 8000;
 
 pub fn ms(n: f64) -> usize {
-    (n * RATE as f64 / 1000.0).round() as usize
+    ms_at(n, RATE as u32)
+}
+
+/// `n` milliseconds in samples at `rate`.
+pub fn ms_at(n: f64, rate: u32) -> usize {
+    (n * rate as f64 / 1000.0).round() as usize
 }
 
 /// Run the detector over 8 kHz samples in 20 ms frames.
@@ -84,12 +100,23 @@ pub fn through(codec: Codec, x: &[i16]) -> Vec<i16> {
 
 pub const CODECS: [Codec; 3] = [Codec::Pcm16, Codec::Pcmu, Codec::Pcma];
 
-/// A burst train: each (digit, on_ms, off_ms, spec) in turn, starting after `lead_ms`.
+/// A burst train at 8 kHz: each (digit, on_ms, off_ms, spec) in turn, after `lead_ms`.
 pub fn train(
     items: &[(char, f64, f64, ToneSpec)],
     lead_ms: f64,
     rng: &mut Rng,
 ) -> (Vec<f64>, Vec<Placed>) {
+    train_at(items, lead_ms, rng, RATE as u32)
+}
+
+/// [`train`] generated directly at `rate` Hz (the same phases and placement in ms).
+pub fn train_at(
+    items: &[(char, f64, f64, ToneSpec)],
+    lead_ms: f64,
+    rng: &mut Rng,
+    rate: u32,
+) -> (Vec<f64>, Vec<Placed>) {
+    let ms = |n: f64| ms_at(n, rate);
     let total: f64 = lead_ms + items.iter().map(|i| i.1 + i.2).sum::<f64>() + 100.0;
     let mut x = vec![0.0; ms(total)];
     let mut t = ms(lead_ms);
@@ -98,7 +125,7 @@ pub fn train(
         let len = ms(on);
         add_dtmf(
             &mut x,
-            RATE as u32,
+            rate,
             t,
             len,
             Digit::from_char(c).unwrap(),
@@ -109,10 +136,17 @@ pub fn train(
             digit: c,
             start: t,
             len,
+            rate,
         });
         t += len + ms(off);
     }
     (x, placed)
+}
+
+/// White noise whose power in the 0 to 4 kHz band the detector sees is `band_power`
+/// (16-bit scale), whatever `rate` is: S/N figures at 48 kHz mean the same as at 8 kHz.
+pub fn add_band_noise(x: &mut [f64], band_power: f64, rate: u32, rng: &mut Rng) {
+    tonewall::signal::add_white_noise(x, band_power * rate as f64 / RATE as f64, rng);
 }
 
 pub const KEYS: &str = "123A456B789C*0#D";
@@ -199,8 +233,8 @@ pub fn residuals(input: &[i16], output: &[i16], placed: &[Placed], silence: i16)
             let leaked = span.clone().filter(|&i| output[i] != silence).count();
             let d = Digit::from_char(p.digit).unwrap();
             let (fl, fh) = d.frequencies();
-            let e_in = tone_energy(&input[span.clone()], fl, fh);
-            let e_out = tone_energy(&output[span.clone()], fl, fh);
+            let e_in = tone_energy_at(&input[span.clone()], fl, fh, p.rate);
+            let e_out = tone_energy_at(&output[span.clone()], fl, fh, p.rate);
             let energy_db = 10.0 * (e_out.max(1e-30) / e_in.max(1e-30)).log10();
             // Contiguous masked run around the tone.
             let mut a = p.start;
@@ -211,22 +245,28 @@ pub fn residuals(input: &[i16], output: &[i16], placed: &[Placed], silence: i16)
             while b < output.len() && output[b] == silence && input[b] != silence {
                 b += 1;
             }
+            let per_ms = p.rate as f64 / 1000.0;
             Residual {
-                leaked_ms: leaked as f64 / 8.0,
+                leaked_ms: leaked as f64 / per_ms,
                 energy_db,
-                masked_before_ms: (p.start - a) as f64 / 8.0,
-                masked_after_ms: (b - (p.start + p.len)) as f64 / 8.0,
+                masked_before_ms: (p.start - a) as f64 / per_ms,
+                masked_after_ms: (b - (p.start + p.len)) as f64 / per_ms,
             }
         })
         .collect()
 }
 
-/// Sum of the powers at the two tone frequencies (matched filter over the span).
+/// Sum of the powers at the two tone frequencies (matched filter over the span), 8 kHz.
 pub fn tone_energy(x: &[i16], fl: f32, fh: f32) -> f64 {
+    tone_energy_at(x, fl, fh, RATE as u32)
+}
+
+/// [`tone_energy`] over samples at `rate`.
+pub fn tone_energy_at(x: &[i16], fl: f32, fh: f32, rate: u32) -> f64 {
     [fl, fh]
         .iter()
         .map(|&f| {
-            let w = 2.0 * std::f64::consts::PI * f as f64 / 8000.0;
+            let w = 2.0 * std::f64::consts::PI * f as f64 / rate as f64;
             let (mut re, mut im) = (0.0, 0.0);
             for (n, &s) in x.iter().enumerate() {
                 re += s as f64 * (w * n as f64).cos();
@@ -320,6 +360,7 @@ pub fn masked_samples(log: &EventLog) -> u64 {
 /// before and ends after the tones it covers (ms), and the number of spans that cover no tone.
 pub fn over_masking(log: &EventLog, placed: &[Placed]) -> (Vec<f64>, Vec<f64>, usize) {
     let (mut before, mut after, mut stray) = (Vec::new(), Vec::new(), 0);
+    let per_ms = placed.first().map_or(8.0, |p| p.rate as f64 / 1000.0);
     for e in &log.events {
         if let tonewall::event::Event::ToneMasked {
             start_sample,
@@ -338,8 +379,8 @@ pub fn over_masking(log: &EventLog, placed: &[Placed]) -> (Vec<f64>, Vec<f64>, u
             }
             let first = covered.iter().map(|p| p.start).min().unwrap();
             let last = covered.iter().map(|p| p.start + p.len).max().unwrap();
-            before.push(first.saturating_sub(a) as f64 / 8.0);
-            after.push(b.saturating_sub(last) as f64 / 8.0);
+            before.push(first.saturating_sub(a) as f64 / per_ms);
+            after.push(b.saturating_sub(last) as f64 / per_ms);
         }
     }
     (before, after, stray)
@@ -378,9 +419,30 @@ pub fn digits_over_speech(
     tone_dbm0: f64,
     seed: u64,
 ) -> (Vec<i16>, Vec<Placed>) {
+    digits_over_speech_at(speech_rel_db, tone_dbm0, seed, RATE as u32)
+}
+
+/// [`digits_over_speech`] at `rate`: the 8 kHz recording resampled with rubato (level set
+/// on the 8 kHz original), the tones generated directly at `rate`, at the same times.
+pub fn digits_over_speech_at(
+    speech_rel_db: f64,
+    tone_dbm0: f64,
+    seed: u64,
+    rate: u32,
+) -> (Vec<i16>, Vec<Placed>) {
+    let ms = |n: f64| ms_at(n, rate);
     let speech = recorded_speech();
     let spec = tonewall::signal::ToneSpec::level(tone_dbm0);
     let gain = (spec.power() * 10f64.powf(speech_rel_db / 10.0) / active_power(&speech)).sqrt();
+    let speech: Vec<f64> = if rate == RATE as u32 {
+        speech
+    } else {
+        let s16: Vec<i16> = speech.iter().map(|&v| v as i16).collect();
+        resample_between(&s16, RATE as u32, rate)
+            .into_iter()
+            .map(|v| v as f64)
+            .collect()
+    };
     let mut x: Vec<f64> = speech.iter().map(|v| v * gain).collect();
     let mut rng = Rng::new(seed);
     let mut placed = Vec::new();
@@ -390,7 +452,7 @@ pub fn digits_over_speech(
         let c = KEYS.as_bytes()[i % 16] as char;
         add_dtmf(
             &mut x,
-            RATE as u32,
+            rate,
             t,
             ms(70.0),
             Digit::from_char(c).unwrap(),
@@ -401,6 +463,7 @@ pub fn digits_over_speech(
             digit: c,
             start: t,
             len: ms(70.0),
+            rate,
         });
         t += ms(250.0 + rng.range(0.0, 5.0));
         i += 1;
@@ -411,16 +474,226 @@ pub fn digits_over_speech(
 /// Resample 16-bit audio at `rate` to 8 kHz with the pipeline's own rubato wrapper (its
 /// delay removed), for the 8 kHz detector.
 pub fn resample_to_8k(x: &[i16], rate: u32) -> Vec<i16> {
-    if rate == 8000 {
+    resample_between(x, rate, RATE as u32)
+}
+
+/// Resample 16-bit audio from `from` to `to` Hz with the pipeline's rubato wrapper, its delay
+/// removed, so sample times line up (same duration in, same duration out).
+pub fn resample_between(x: &[i16], from: u32, to: u32) -> Vec<i16> {
+    if from == to {
         return x.to_vec();
     }
-    let mut rs = tonewall::pipeline::ChunkResampler::between(rate, 8000, 50).unwrap();
-    let mut y = Vec::with_capacity(x.len() * 8000 / rate as usize + 64);
+    let mut rs = tonewall::pipeline::ChunkResampler::between(from, to, 50).unwrap();
+    let want = (x.len() as u64 * to as u64 / from as u64) as usize;
+    let mut y = Vec::with_capacity(
+        want + rs.delay_out() + rs.chunk_in() * to as usize / from as usize + 64,
+    );
     let mut take =
         |c: &[f32]| y.extend(c.iter().map(|&v| v.round().clamp(-32768.0, 32767.0) as i16));
     rs.push(x, &mut take).unwrap();
+    // Push enough silence that the delayed tail of `x` comes out too.
+    let pad = vec![0i16; (rs.delay_out() * from as usize).div_ceil(to as usize) + rs.chunk_in()];
+    rs.push(&pad, &mut take).unwrap();
     rs.flush(&mut take).unwrap();
     let d = rs.delay_out().min(y.len());
     y.drain(..d);
+    y.truncate(want);
     y
+}
+
+/// How a battery signal reaches the detector and masker, as production receives it: 16-bit
+/// PCM or G.711 at 8 kHz, or Opus at 48 kHz after an encode/decode round trip with libopus
+/// (the project's [`OpusEncoder`](tonewall::codec::OpusEncoder): VoIP application, 20 ms
+/// frames, at the given bit rate, as a softphone or browser sends it).
+///
+/// Detection on the Opus path is the production path for 48 kHz: the whole 48 kHz
+/// [`ChannelPipeline`], which resamples to 8 kHz with rubato for the (8 kHz) detector and
+/// maps verdicts back to 48 kHz media time with the resampler's delay removed (`delay()`
+/// accounts for it on the output side); masking happens on the 48 kHz samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// 8 kHz, through this codec (PCM16, mu-law, A-law).
+    Narrow(Codec),
+    /// 48 kHz through an Opus round trip at this bit rate (bit/s).
+    Opus(u32),
+}
+
+/// Bit rates of the Opus round-trip battery (BRIEF 2.1 through Opus; issue 4).
+pub const OPUS_BITRATES: [u32; 3] = [16_000, 24_000, 32_000];
+
+/// Every path the battery runs: the three 8 kHz codecs, then Opus at each bit rate (when
+/// built with the `opus` feature).
+pub fn paths() -> Vec<Path> {
+    let mut v: Vec<Path> = CODECS.iter().map(|&c| Path::Narrow(c)).collect();
+    if cfg!(feature = "opus") {
+        v.extend(OPUS_BITRATES.iter().map(|&b| Path::Opus(b)));
+    }
+    v
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Narrow(c) => write!(f, "{c:?}"),
+            Path::Opus(b) => write!(f, "Opus {} kbit/s", b / 1000),
+        }
+    }
+}
+
+impl Path {
+    /// Sample rate of the signal on this path.
+    pub fn rate(self) -> u32 {
+        match self {
+            Path::Narrow(_) => RATE as u32,
+            Path::Opus(_) => OPUS_RATE,
+        }
+    }
+
+    pub fn is_opus(self) -> bool {
+        matches!(self, Path::Opus(_))
+    }
+
+    /// `n` ms in samples on this path.
+    pub fn ms(self, n: f64) -> usize {
+        ms_at(n, self.rate())
+    }
+
+    /// The burst train of [`train`], generated at this path's rate.
+    pub fn train(
+        self,
+        items: &[(char, f64, f64, ToneSpec)],
+        lead_ms: f64,
+        rng: &mut Rng,
+    ) -> (Vec<f64>, Vec<Placed>) {
+        train_at(items, lead_ms, rng, self.rate())
+    }
+
+    /// The codec round trip (G.711 encode/decode, or Opus encode/decode aligned by the
+    /// encoder's look-ahead so tones stay where they were placed).
+    pub fn through(self, x: &[i16]) -> Vec<i16> {
+        match self {
+            Path::Narrow(c) => through(c, x),
+            Path::Opus(b) => opus_round_trip(x, b),
+        }
+    }
+
+    /// Digits the production detection path reports over `x` (already through the codec).
+    /// On the Opus path `declared_ms` includes the resampler's delay (the input the pipeline
+    /// had consumed when it declared), and `end_ms` is not known (NaN).
+    pub fn detect(self, x: &[i16], cfg: &DetectorConfig) -> Vec<Found> {
+        match self {
+            Path::Narrow(_) => detect(x, cfg),
+            Path::Opus(_) => detect_48k_pipeline(x, cfg),
+        }
+    }
+
+    /// Mask `x` (already through the codec) with the production pipeline at `lookahead_ms`;
+    /// output aligned with the input, plus the events.
+    pub fn mask(self, x: &[i16], lookahead_ms: u32) -> (Vec<i16>, EventLog) {
+        match self {
+            Path::Narrow(c) => mask(x, c, lookahead_ms),
+            Path::Opus(_) => {
+                let mut log = EventLog::default();
+                let y = run_pipeline::<i16>(pcm48_config(lookahead_ms), x.to_vec(), &mut log);
+                (y, log)
+            }
+        }
+    }
+
+    /// Linear value of a masked sample on this path.
+    pub fn silence(self) -> i16 {
+        match self {
+            Path::Narrow(c) => silence_linear(c),
+            Path::Opus(_) => 0,
+        }
+    }
+
+    /// multimon-ng's digits over `x` at this path's rate.
+    pub fn multimon(self, x: &[i16]) -> Option<String> {
+        multimon_digits_at(x, self.rate())
+    }
+}
+
+/// Opus's RTP clock and decode rate.
+pub const OPUS_RATE: u32 = 48_000;
+
+/// The 48 kHz PCM pipeline the Opus leg drives after decoding.
+pub fn pcm48_config(lookahead_ms: u32) -> PipelineConfig {
+    PipelineConfig {
+        codec: Codec::Pcm16,
+        rate: OPUS_RATE,
+        lookahead_ms,
+        mask: mask_config(),
+        ..PipelineConfig::default()
+    }
+}
+
+/// Run the 48 kHz pipeline over `x` with `cfg` as its detector; the digits it hands the
+/// secure sink, with the onset and declaration times of their `digit` events.
+pub fn detect_48k_pipeline(x: &[i16], cfg: &DetectorConfig) -> Vec<Found> {
+    let pc = PipelineConfig {
+        detector: *cfg,
+        ..pcm48_config(20)
+    };
+    let mut log = EventLog::default();
+    run_pipeline::<i16>(pc, x.to_vec(), &mut log);
+    // The detector's decision about detector sample k needs input up to media 6k; the event
+    // carries 6k minus the resampler delay. Add it back: latency as the input consumed.
+    let lag_ms = resampler_delay_48k() as f64 * 1000.0 / OPUS_RATE as f64;
+    let events: Vec<(f64, f64)> = log
+        .events
+        .iter()
+        .filter_map(|e| match *e {
+            tonewall::event::Event::Digit {
+                start_ms,
+                declared_ms,
+                ..
+            } => Some((start_ms, declared_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events.len(), log.secure.len());
+    log.secure
+        .iter()
+        .zip(events)
+        .map(|(d, (start_ms, declared_ms))| Found {
+            digit: d.digit.expose().to_char(),
+            start_ms,
+            end_ms: f64::NAN,
+            declared_ms: declared_ms + lag_ms,
+        })
+        .collect()
+}
+
+/// The 48 to 8 kHz resampler's delay in 48 kHz samples, as the pipeline accounts for it.
+pub fn resampler_delay_48k() -> usize {
+    let rs = tonewall::pipeline::ChunkResampler::new(OPUS_RATE).unwrap();
+    (rs.delay_out() as f64 * OPUS_RATE as f64 / RATE as f64).round() as usize
+}
+
+/// Opus encode (20 ms frames) and decode of 48 kHz mono `x` at `bitrate`, the output
+/// shifted back by the encoder's look-ahead so it lines up with `x`.
+#[cfg(feature = "opus")]
+pub fn opus_round_trip(x: &[i16], bitrate: u32) -> Vec<i16> {
+    use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    let mut enc = OpusEncoder::new(bitrate).unwrap();
+    let mut dec = OpusDecoder::new().unwrap();
+    let d = enc.delay();
+    let n = (x.len() + d).div_ceil(960) * 960;
+    let mut padded = x.to_vec();
+    padded.resize(n, 0);
+    let mut pkt = vec![0u8; enc.max_packet()];
+    let mut y = vec![0i16; n];
+    for (i, o) in padded.chunks_exact(960).zip(y.chunks_exact_mut(960)) {
+        let len = enc.encode(i, &mut pkt).unwrap();
+        assert_eq!(dec.decode(&pkt[..len], o).unwrap(), 960);
+    }
+    y.drain(..d);
+    y.truncate(x.len());
+    y
+}
+
+#[cfg(not(feature = "opus"))]
+pub fn opus_round_trip(_: &[i16], _: u32) -> Vec<i16> {
+    unreachable!("Opus paths are only listed with the `opus` feature")
 }
