@@ -6,7 +6,7 @@
 //!   detect + mask.
 //! * `pipeline/opus_48k_20ms`: one 20 ms Opus packet (pre-encoded at 32 kbit/s, VoIP
 //!   application) through libopus decode + resample + detect + mask at 48 kHz + libopus encode
-//!   back to a packet, as an Opus caller leg does per packet (feature `opus`, on by default);
+//!   back to a packet, as an Opus caller leg does per packet (feature `opus`);
 //!   `pipeline/opus_48k_20ms_complexity{5,0}` the same with a cheaper encoder setting,
 //!   `pipeline/opus_48k_to_pcmu_20ms` with PCMU downstream instead of an Opus re-encode, and
 //!   `pipeline/opus_{decode,encode}_48k_20ms` the codec calls alone.
@@ -285,6 +285,16 @@ fn opus_48k(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
             enc.encode(pcm, &mut pkt).unwrap_or(0)
         });
     }
+
+    // Voice capped at wideband (16 kHz audio, SILK only): what a telephony leg needs, and
+    // the encoder skips the CELT layer.
+    let mut enc = libopus_encoder(BITRATE, None);
+    enc.set_max_bandwidth(opus2::Bandwidth::Wideband)
+        .expect("bandwidth");
+    let mut pkt = vec![0u8; 1500];
+    opus_path(g, "opus_48k_20ms_wideband", cfg, &packets, |pcm| {
+        enc.encode(pcm, &mut pkt).unwrap_or(0)
+    });
 
     // Transcoded to PCMU downstream: resample the masked frame to 8 kHz, encode mu-law.
     let mut rs = tonewall::pipeline::ChunkResampler::between(48_000, 8000, 200).expect("rs");

@@ -252,7 +252,6 @@ fn media_engine(codecs: OfferCodecs) -> Result<MediaEngine, ApiError> {
             rtcp_feedback: vec![],
         },
         payload_type: codecs.opus,
-        ..Default::default()
     };
     me.register_codec(opus, RtpCodecKind::Audio)
         .map_err(|e| bad(format!("opus: {e}")))?;
@@ -266,7 +265,6 @@ fn media_engine(codecs: OfferCodecs) -> Result<MediaEngine, ApiError> {
                 rtcp_feedback: vec![],
             },
             payload_type: pt,
-            ..Default::default()
         };
         me.register_codec(te, RtpCodecKind::Audio)
             .map_err(|e| bad(format!("telephone-event: {e}")))?;
