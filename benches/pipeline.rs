@@ -286,16 +286,6 @@ fn opus_48k(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
         });
     }
 
-    // Voice capped at wideband (16 kHz audio, SILK only): what a telephony leg needs, and
-    // the encoder skips the CELT layer.
-    let mut enc = libopus_encoder(BITRATE, None);
-    enc.set_max_bandwidth(opus2::Bandwidth::Wideband)
-        .expect("bandwidth");
-    let mut pkt = vec![0u8; 1500];
-    opus_path(g, "opus_48k_20ms_wideband", cfg, &packets, |pcm| {
-        enc.encode(pcm, &mut pkt).unwrap_or(0)
-    });
-
     // Transcoded to PCMU downstream: resample the masked frame to 8 kHz, encode mu-law.
     let mut rs = tonewall::pipeline::ChunkResampler::between(48_000, 8000, 200).expect("rs");
     let mut ulaw = [0u8; 160];
