@@ -358,3 +358,99 @@ fn bad_offers_are_refused() {
     // The gateway is still up and serves calls.
     assert_eq!(gw.http("GET", "/healthz", None).0, 200);
 }
+
+/// Mutations of a real offer: lines dropped, repeated or swapped, bytes flipped, truncation,
+/// numbers replaced. None may take the gateway down or leave a session behind.
+fn mutate(offer: &str, rng: &mut tonewall::signal::Rng) -> String {
+    let mut lines: Vec<String> = offer.lines().map(str::to_owned).collect();
+    let pick =
+        |rng: &mut tonewall::signal::Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
+    for _ in 0..1 + pick(rng, 4) {
+        let n = lines.len();
+        match pick(rng, 6) {
+            0 if n > 1 => {
+                lines.remove(pick(rng, n));
+            }
+            1 => {
+                let l = lines[pick(rng, n)].clone();
+                lines.insert(pick(rng, n), l);
+            }
+            2 => lines.swap(pick(rng, n), pick(rng, n)),
+            3 => {
+                let i = pick(rng, n);
+                let mut b = lines[i].clone().into_bytes();
+                if !b.is_empty() {
+                    let j = pick(rng, b.len());
+                    b[j] = b" :/=0123456789abcz\x7f"[pick(rng, 19)];
+                }
+                lines[i] = String::from_utf8_lossy(&b).into_owned();
+            }
+            4 => {
+                let i = pick(rng, n);
+                lines[i] = lines[i]
+                    .split(' ')
+                    .map(|w| {
+                        if w.parse::<u64>().is_ok() {
+                            "4294967296"
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            _ => {
+                let keep = pick(rng, n);
+                lines.truncate(keep.max(1));
+            }
+        }
+    }
+    lines.join("\r\n") + "\r\n"
+}
+
+#[test]
+fn mutated_offers_never_take_the_gateway_down() {
+    let gw = Gateway::start("whip-fuzz", "");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (pc, _track, _state, offer) = rt.block_on(publisher());
+    let mut rng = tonewall::signal::Rng::new(0x5d9);
+    let (mut answered, mut refused) = (0, 0);
+    for i in 0..150 {
+        let body = if i == 0 {
+            offer.clone()
+        } else {
+            mutate(&offer, &mut rng)
+        };
+        let path = format!("/v1/whip?downstream=127.0.0.1:9&call_id=fuzz-{i}&recording=false");
+        let (code, _, answer) =
+            gateway::http_full(gw.api, "POST", &path, "application/sdp", Some(&body), None);
+        match code {
+            201 => {
+                answered += 1;
+                assert!(answer.starts_with("v=0"), "{answer}");
+                let (c, _) = gw.http("DELETE", &format!("/v1/whip/fuzz-{i}"), None);
+                assert_eq!(c, 200, "DELETE after 201 for mutation {i}");
+            }
+            400..=499 => refused += 1,
+            other => panic!("mutation {i}: status {other} {answer}\n{body}"),
+        }
+    }
+    rt.block_on(async {
+        let _ = pc.close().await;
+    });
+    assert_eq!(gw.http("GET", "/healthz", None).0, 200, "{}", gw.log());
+    let (_, calls) = gw.http("GET", "/v1/calls", None);
+    assert_eq!(calls.trim(), "[]", "sessions left behind");
+    assert!(
+        answered >= 1 && refused >= 10,
+        "{answered} answered, {refused} refused"
+    );
+    assert!(!gw.log().contains("panicked"), "{}", gw.log());
+    println!(
+        "150 offers (1 real, 149 mutated): {answered} answered, {refused} refused, gateway healthy"
+    );
+}
