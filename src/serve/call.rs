@@ -153,7 +153,8 @@ pub struct CallStatus {
     pub downstream: SocketAddr,
     /// Is a capture window open?
     pub capture_open: bool,
-    /// Look-ahead delay of the masker, ms.
+    /// Delay downstream hears, ms: look-ahead, resampler and the downstream encoder (as in
+    /// the create answer).
     pub delay_ms: f64,
     /// Counters of the caller leg.
     pub stats: LegStatsView,
@@ -478,7 +479,7 @@ impl Call {
             caller: self.caller_addr,
             downstream: self.spec.downstream,
             capture_open: self.leg.capture_open(),
-            delay_ms: self.leg.delay() as f64 * 1000.0 / self.spec.leg.rate as f64,
+            delay_ms: self.leg.downstream_delay() as f64 * 1000.0 / self.spec.leg.rate as f64,
             stats: self.leg.stats().into(),
             return_packets: self.return_packets,
             ended,
