@@ -10,8 +10,9 @@
 //! at 24 and 32 kbit/s; see [`reps`]), the S/N curve with 64 bursts, the 21 to 39 ms
 //! durations with one pause, and speech at -10/-5 dB only. Every
 //! "must" row is still asserted per bit rate. Where a row is not met through Opus (16 kbit/s
-//! misses a few clean tones; one tone over speech at 16 and 32 kbit/s) the test asserts what
-//! is met and says so: see [`misses_tolerated`] and [`speech_misses_tolerated`].
+//! declares a few tones of the latency train just after 40 ms and misplaces one tone over
+//! speech) the test asserts what is met and says so: see [`slow_tolerated`] and
+//! [`speech_misses_tolerated`].
 
 mod common;
 
@@ -82,31 +83,26 @@ fn matched<'a>(f: &'a [Found], placed: &'a [Placed]) -> Vec<(&'a Found, &'a Plac
         .collect()
 }
 
-/// How many of `tones` clean tones may go unreported on `path` in the rows that must report
-/// every tone (decode, frequency acceptance, dynamic range, duration >= 40 ms, pauses,
-/// latency train); no wrong or extra report is ever tolerated. A late report (see [`late`])
-/// counts as a miss: it breaks the 40 ms latency row for that tone.
+/// How many of `tones` clean tones of the random-alignment latency train may be declared
+/// after more than 40 ms on `path`; every tone must still be reported, and no wrong or extra
+/// report is ever tolerated.
 ///
-/// MUST NOT MET (issue 4): through Opus at 16 kbit/s (SILK wideband) about 1 % to 2 % of
-/// clean tones are not reported (37 of 1,920 over 12 seeds of the 160-tone decode train;
-/// with `min_report_ms` lowered to 12 all are). In the missed tone examined, in its first
-/// Opus frame the encoder codes the high tone 3 to 5 dB too loud, then its phase jumps about
-/// 25 degrees at the next frame boundary, and the strict checks do not hold for the 25 ms
-/// reporting needs. The masker still removes those tones (tests/leak.rs), with a few ms
-/// left at the start of some. Tolerated here: 2.5 % of a train
-/// (at least one tone), so the row still fails if it gets worse. At 24 and 32 kbit/s the
-/// rows hold in full.
-fn misses_tolerated(path: Path, tones: usize) -> usize {
+/// MUST NOT MET (issue 4): through Opus at 16 kbit/s (SILK wideband) 3 of 1,000 tones are
+/// declared after 40.1 to 40.6 ms (measured to the input the pipeline had consumed, which
+/// includes the resampler's delay). In those the codec builds the tone up over its first
+/// 25 ms (another row's bin stays within 6 dB of the tone's), so the strict checks first pass
+/// 30 ms in. Tolerated here: 0.5 % of the train, so the row still fails if it gets worse. At
+/// 24 and 32 kbit/s and on the 8 kHz paths none is.
+fn slow_tolerated(path: Path, tones: usize) -> usize {
     match path {
-        Path::Opus(b) if b < 24_000 => tones.div_ceil(40),
+        Path::Opus(b) if b < 24_000 => tones.div_ceil(200),
         _ => 0,
     }
 }
 
 /// Whether a train of `placed` tones counts as all reported on `path`.
-fn all_reported(path: Path, f: &[Found], placed: &[Placed]) -> bool {
-    let (hits, wrong) = score(f, placed);
-    wrong == 0 && hits + misses_tolerated(path, placed.len()) >= placed.len()
+fn all_reported(f: &[Found], placed: &[Placed]) -> bool {
+    score(f, placed) == (placed.len(), 0)
 }
 
 /// How many bursts a long train has on `path`: `full` on the 8 kHz paths and on Opus at
@@ -128,11 +124,9 @@ fn decodes_160_of_160_at_minus_4_dbm0_50_on_50_off_with_latency() {
         let (s, f, placed) = run_placed(path, &items, 1);
         let expect: String = items.iter().map(|i| i.0).collect();
         let (hits, wrong) = score(&f, &placed);
-        if misses_tolerated(path, 160) == 0 {
-            assert_eq!(s, expect, "{path}");
-        }
+        assert_eq!(s, expect, "{path}");
         assert!(
-            all_reported(path, &f, &placed),
+            all_reported(&f, &placed),
             "{path}: {hits}/160, {wrong} wrong"
         );
         let pairs = matched(&f, &placed);
@@ -174,7 +168,7 @@ fn frequency_deviation_accepts_1_5_percent_and_rejects_3_5_percent() {
                 }
                 let (s, f, placed) = run_placed(path, &all16(60.0, 60.0, spec), 7 + step as u64);
                 hits += s.len();
-                accepted &= all_reported(path, &f, &placed);
+                accepted &= all_reported(&f, &placed);
             }
             curve += &format!(" {:+.1}%:{}/32", dev * 100.0, hits);
             if dev.abs() <= 0.0151 {
@@ -219,26 +213,20 @@ fn twist_accepts_8_db_normal_and_4_db_reverse() {
 #[test]
 fn dynamic_range_at_least_35_db() {
     for path in paths() {
-        // `floor`: every tone reported from +3 dBm0 down to here; `tolerant`: the same with
-        // the misses a path tolerates (the same on 8 kHz paths).
-        let (mut floor, mut tolerant) = (4, 4);
+        // `floor`: every tone reported from +3 dBm0 down to here.
+        let mut floor = 4;
         for level in (-50..=3).rev() {
             let (s, f, placed) =
                 run_placed(path, &all16(60.0, 60.0, ToneSpec::level(level as f64)), 200);
-            if s.len() == 16 && floor == level + 1 && score(&f, &placed) == (16, 0) {
+            if s.len() == 16 && floor == level + 1 && all_reported(&f, &placed) {
                 floor = level;
-            }
-            if all_reported(path, &f, &placed) && tolerant == level + 1 {
-                tolerant = level;
             }
         }
         println!(
-            "level {path}: all 16 detected from +3 down to {floor} dBm0 ({} dB range); with at most {} missed per 16, down to {tolerant} dBm0 ({} dB)",
-            3 - floor,
-            misses_tolerated(path, 16),
-            3 - tolerant
+            "level {path}: all 16 detected from +3 down to {floor} dBm0 ({} dB range)",
+            3 - floor
         );
-        assert!(3 - tolerant >= 35, "{path} dynamic range");
+        assert!(3 - floor >= 35, "{path} dynamic range");
     }
 }
 
@@ -271,7 +259,7 @@ fn duration_detects_40_ms_and_never_reports_20_ms() {
                         misses += 16 - n;
                     }
                     assert!(
-                        all_reported(path, &f, &placed),
+                        all_reported(&f, &placed),
                         "{path} {d} ms tones, {pause} ms pause: {s}"
                     );
                 }
@@ -304,12 +292,9 @@ fn interruptions_up_to_10_ms_are_bridged_and_40_ms_gaps_separate() {
             let items: Vec<_> = items.iter().flat_map(|&i| [i, i]).collect();
             let (s, f, placed) = run_placed(path, &items, 301);
             let expect: String = KEYS.chars().flat_map(|c| [c, c]).collect();
-            if misses_tolerated(path, 32) == 0 {
-                assert_eq!(s, expect, "{path} gap {gap} ms not separated");
-            }
-            // A merged pair would show as a missed tone: tolerated only where misses are.
+            assert_eq!(s, expect, "{path} gap {gap} ms not separated");
             assert!(
-                all_reported(path, &f, &placed),
+                all_reported(&f, &placed),
                 "{path} gap {gap} ms not separated: {s}"
             );
             separated += score(&f, &placed).0;
@@ -417,7 +402,7 @@ fn reporting_latency_at_random_alignment() {
         let f = path.detect(&x, &DetectorConfig::default());
         let (hits, wrong) = score(&f, &placed);
         assert!(
-            all_reported(path, &f, &placed),
+            all_reported(&f, &placed),
             "{path}: {hits} of {tones}, {wrong} wrong"
         );
         let pairs = matched(&f, &placed);
@@ -458,7 +443,7 @@ fn reporting_latency_at_random_alignment() {
         let slow = lat.iter().filter(|&&l| l > 40.0).count();
         println!("latency {path}: {slow} tones declared after more than 40 ms");
         assert!(
-            slow + tones - hits <= misses_tolerated(path, tones),
+            hits == tones && slow <= slow_tolerated(path, tones),
             "{path}: {slow} tones declared after more than 40 ms, {} not reported",
             tones - hits
         );
@@ -509,9 +494,9 @@ fn digits_over_recorded_speech_all_detected_with_speech_10_db_below() {
 }
 
 /// Tones over speech 10 dB below that may go unreported (or be reported displaced) on
-/// `path`. MUST NOT MET (issue 4): through Opus at 16 and at 32 kbit/s one of the 231 tones
-/// over speech 10 dB below is missed (at 16 kbit/s it is reported, but more than 20 ms off or
-/// as another key); at 24 kbit/s all 231 are. One is tolerated on every Opus path.
+/// `path`. MUST NOT MET (issue 4): through Opus at 16 kbit/s one of the 231 tones over
+/// speech 10 dB below is reported more than 20 ms off or as another key; one is tolerated
+/// there. At 24 and 32 kbit/s all 231 are reported.
 fn speech_misses_tolerated(path: Path) -> usize {
-    usize::from(path.is_opus())
+    usize::from(matches!(path, Path::Opus(b) if b < 24_000))
 }

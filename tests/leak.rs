@@ -50,7 +50,7 @@ fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
 /// look-ahead up to 3.04 ms of a tone reaches the output (BRIEF 2.2 wants 0: the whole tone
 /// removed from its first sample), and up to 7.9 ms at 0 and 10 ms (the 8 kHz bound at 10 ms
 /// is 5). The codec's first frame of a tone can be distorted enough (see conformance.rs,
-/// `misses_tolerated`) that the masker only recognises it a few ms in. Nothing decodable is
+/// `slow_tolerated`) that the masker only recognises it a few ms in. Nothing decodable is
 /// left: our most sensitive detector and multimon-ng find no digit in any of that output.
 /// Bounded here at what was measured, rounded up; 24 and 32 kbit/s meet the 8 kHz bounds.
 fn residual_limit_on(path: Path, lookahead_ms: u32, family: &str) -> f64 {

@@ -727,6 +727,17 @@ impl Detector {
             }
             return;
         };
+        // The reference comes from the tone's first sub-blocks, where a codec may overshoot
+        // (Opus at 16 kbit/s codes its first frame up to 5 dB too loud); measured against
+        // that, the steady tone reads as half filled and stops counting toward the report.
+        // A sub-block of a strictly passing window whose energy the pair holds nearly all of
+        // is fully on whatever its level (a partly filled sub-block in quiet shows its fill
+        // as that share), so it becomes the reference when it is weaker.
+        if strict == Some(t.digit) && self.share(k, t.r, t.c) >= FULL && self.sb(k).energy < t.ref_e
+        {
+            t.ref_amp = self.amp(k, t.r, t.c);
+            t.ref_e = self.sb(k).energy;
+        }
         let f = self.fill(k, t.r, t.c, t.ref_amp, t.ref_e);
         if f >= PRESENT {
             t.on_end = if f >= FULL {
