@@ -167,15 +167,7 @@ fn peers_run(pc: &PeerCodec) {
         "our most sensitive detector found a digit where a tone was, downstream"
     );
     // Recording: stereo, masked caller on the left.
-    let (rate, ch, rec) = gateway::read_wav(&dir.join(format!("recordings/{call_id}.wav")));
-    assert_eq!((rate, ch), (pc.rate, 2));
-    assert_eq!(
-        common::multimon_digits_at(&left(&rec), pc.rate).unwrap(),
-        "",
-        "digits in the recording"
-    );
-    // (Our detector is not run on the recording: paused spans are left out of it, so its
-    // clock no longer lines up with the fixture's tone positions.)
+    assert_recording_clean(&dir, &call_id, pc.rate);
     let sidecar: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join(format!("recordings/{call_id}.json"))).unwrap(),
     )
@@ -185,25 +177,9 @@ fn peers_run(pc: &PeerCodec) {
         "{sidecar}"
     );
     // STT: 16 kHz 16-bit PCM of the masked caller.
-    let stt_pcm: Vec<i16> = stt_bytes
-        .lock()
-        .unwrap()
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
-    let stt_secs = stt_pcm.len() as f64 / 16000.0;
-    assert!(stt_secs > 25.0, "STT got only {stt_secs:.1} s");
-    assert_eq!(
-        common::multimon_digits_at(&stt_pcm, 16000).unwrap(),
-        "",
-        "digits in the STT stream"
-    );
+    let stt_secs = assert_stt_clean(&stt_bytes, 25.0);
     // The secure sink holds exactly the typed digits.
-    let got = wait_for(Duration::from_secs(5), || {
-        let d = secure_digits(&secure.lock().unwrap());
-        (d.len() >= truth.len()).then_some(d)
-    })
-    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
+    let got = settled_secure_digits(&secure, truth.len());
     assert_eq!(got, truth, "secure sink digits");
     // Webhooks: every event arrived, signed, without values.
     let n = wait_for(Duration::from_secs(5), || {

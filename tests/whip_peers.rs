@@ -16,7 +16,7 @@ mod peers;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::{parse, Gateway, Receiver};
+use gateway::{Gateway, Receiver};
 use peers::*;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -240,52 +240,11 @@ fn rust_webrtc_publisher_through_whip_leaks_nothing() {
     let events = ev.join().unwrap();
     let got = down.join();
 
-    // Downstream: PCMU from our own SSRC, and no digit in it.
-    assert!(!got.is_empty(), "nothing arrived downstream");
-    let mut lin = Vec::new();
-    for p in &got {
-        let r = parse(p);
-        assert_eq!(r.pt, 0, "downstream is PCMU");
-        lin.extend(p[12..].iter().map(|&c| tonewall::codec::ulaw_to_linear(c)));
-    }
-    let secs = lin.len() as f64 / 8000.0;
-    assert!(secs > 25.0, "downstream holds only {secs:.1} s");
-    assert_eq!(
-        common::multimon_digits_at(&lin, 8000).unwrap(),
-        "",
-        "multimon-ng decoded digits downstream"
-    );
-    assert_eq!(
-        sensitive_hits_at_tones(&lin, 8000, &spans, 150.0),
-        0,
-        "our most sensitive detector found a digit where a tone was, downstream"
-    );
-    // Recording, STT, secure sink, webhooks: as for an RTP call.
-    let (rrate, rch, rec) = gateway::read_wav(&dir.join(format!("recordings/{call_id}.wav")));
-    assert_eq!((rrate, rch), (48_000, 2));
-    assert_eq!(
-        common::multimon_digits_at(&left(&rec), 48_000).unwrap(),
-        "",
-        "digits in the recording"
-    );
-    let stt_pcm: Vec<i16> = stt_bytes
-        .lock()
-        .unwrap()
-        .chunks_exact(2)
-        .map(|b| i16::from_le_bytes([b[0], b[1]]))
-        .collect();
-    let stt_secs = stt_pcm.len() as f64 / 16000.0;
-    assert!(stt_secs > 25.0, "STT got only {stt_secs:.1} s");
-    assert_eq!(
-        common::multimon_digits_at(&stt_pcm, 16000).unwrap(),
-        "",
-        "digits in the STT stream"
-    );
-    let digits = wait_for(Duration::from_secs(5), || {
-        let d = secure_digits(&secure.lock().unwrap());
-        (d.len() >= truth.len()).then_some(d)
-    })
-    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()));
+    // Downstream, recording, STT, secure sink, webhooks: as for an RTP call.
+    let secs = assert_pcmu_downstream_clean(&got, &spans, 150.0, 25.0);
+    assert_recording_clean(&dir, call_id, 48_000);
+    let stt_secs = assert_stt_clean(&stt_bytes, 25.0);
+    let digits = settled_secure_digits(&secure, truth.len());
     assert_eq!(digits, truth, "secure sink digits");
     check_webhooks(&hooks.lock().unwrap(), &truth);
     let ended = events

@@ -292,3 +292,74 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 pub fn left(stereo: &[i16]) -> Vec<i16> {
     stereo.iter().step_by(2).copied().collect()
 }
+
+/// What left the gateway as PCMU downstream, decoded: neither multimon-ng nor our most
+/// sensitive detector (within `slack_ms` of a true tone) finds a digit, and it holds at
+/// least `min_secs`. Returns its length in seconds.
+pub fn assert_pcmu_downstream_clean(
+    got: &[Vec<u8>],
+    spans: &[(f64, f64)],
+    slack_ms: f64,
+    min_secs: f64,
+) -> f64 {
+    assert!(!got.is_empty(), "nothing arrived downstream");
+    let mut lin = Vec::new();
+    for p in got {
+        assert_eq!(crate::gateway::parse(p).pt, 0, "downstream is PCMU only");
+        lin.extend(p[12..].iter().map(|&c| tonewall::codec::ulaw_to_linear(c)));
+    }
+    let secs = lin.len() as f64 / 8000.0;
+    assert!(secs > min_secs, "downstream holds only {secs:.1} s");
+    assert_eq!(
+        crate::common::multimon_digits_at(&lin, 8000).unwrap(),
+        "",
+        "multimon-ng decoded digits downstream"
+    );
+    assert_eq!(
+        sensitive_hits_at_tones(&lin, 8000, spans, slack_ms),
+        0,
+        "our most sensitive detector found a digit where a tone was, downstream"
+    );
+    secs
+}
+
+/// The call's recording: stereo at `rate`, and multimon-ng decodes nothing from its masked
+/// caller channel. (Our detector is not run on it: paused spans are left out, so its clock
+/// no longer lines up with the fixture's tone positions.)
+pub fn assert_recording_clean(dir: &Path, call_id: &str, rate: u32) {
+    let (r, ch, rec) = crate::gateway::read_wav(&dir.join(format!("recordings/{call_id}.wav")));
+    assert_eq!((r, ch), (rate, 2));
+    assert_eq!(
+        crate::common::multimon_digits_at(&left(&rec), rate).unwrap(),
+        "",
+        "digits in the recording"
+    );
+}
+
+/// What the STT stand-in received (16 kHz 16-bit PCM of the masked caller): at least
+/// `min_secs`, nothing multimon-ng decodes. Returns its length in seconds.
+pub fn assert_stt_clean(bytes: &Mutex<Vec<u8>>, min_secs: f64) -> f64 {
+    let pcm: Vec<i16> = bytes
+        .lock()
+        .unwrap()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    let secs = pcm.len() as f64 / 16000.0;
+    assert!(secs > min_secs, "STT got only {secs:.1} s");
+    assert_eq!(
+        crate::common::multimon_digits_at(&pcm, 16000).unwrap(),
+        "",
+        "digits in the STT stream"
+    );
+    secs
+}
+
+/// The secure sink's digits once `n` have arrived, or whatever is there after 5 s.
+pub fn settled_secure_digits(secure: &Mutex<Vec<String>>, n: usize) -> String {
+    wait_for(Duration::from_secs(5), || {
+        let d = secure_digits(&secure.lock().unwrap());
+        (d.len() >= n).then_some(d)
+    })
+    .unwrap_or_else(|| secure_digits(&secure.lock().unwrap()))
+}
