@@ -465,22 +465,7 @@ fn caller_leg_does_not_allocate() {
 
     let mut leg = CallerLeg::new(cfg, ChannelId(9)).expect("leg");
     let mut tally = LegTally::default();
-    let (head, rest) = pkts.split_at(10);
-    for (p, t) in head {
-        leg.handle_packet(p, *t, &mut tally);
-    }
-    let allocs = allocations_in(|| {
-        for (p, t) in rest {
-            while let Some(d) = leg.poll_timeout() {
-                if d > *t {
-                    break;
-                }
-                leg.handle_timeout(d, &mut tally);
-            }
-            leg.handle_packet(p, *t, &mut tally);
-        }
-        leg.finish(&mut tally);
-    });
+    let allocs = leg_allocations(&mut leg, &pkts, &mut tally);
     assert_eq!(allocs, 0, "CallerLeg allocated");
     let st = leg.stats();
     assert_eq!((st.lost, st.digits_from_events, st.late), (1, 1, 0));
@@ -488,6 +473,27 @@ fn caller_leg_does_not_allocate() {
     assert_eq!(tally.packets as u64, st.packets_out);
     assert!(tally.packets >= 500 && tally.audio_samples >= 499 * 160);
     check_tally("caller leg", &tally.inner);
+}
+
+/// Warm `leg` up on the first 10 packets, then count the allocations while it handles the
+/// rest (honouring its timer like a shell would) and finishes.
+fn leg_allocations(leg: &mut CallerLeg, pkts: &[(Vec<u8>, u64)], tally: &mut LegTally) -> usize {
+    let (head, rest) = pkts.split_at(10);
+    for (p, t) in head {
+        leg.handle_packet(p, *t, tally);
+    }
+    allocations_in(|| {
+        for (p, t) in rest {
+            while let Some(d) = leg.poll_timeout() {
+                if d > *t {
+                    break;
+                }
+                leg.handle_timeout(d, tally);
+            }
+            leg.handle_packet(p, *t, tally);
+        }
+        leg.finish(tally);
+    })
 }
 
 /// An Opus caller leg (RTP in, Opus decode, 48 kHz pipeline, Opus re-encode, RTP out) and
@@ -523,22 +529,7 @@ fn opus_caller_leg_does_not_allocate() {
         };
         let mut leg = CallerLeg::new(cfg, ChannelId(9)).expect("Opus leg");
         let mut tally = LegTally::default();
-        let (head, rest) = pkts.split_at(10);
-        for (p, t) in head {
-            leg.handle_packet(p, *t, &mut tally);
-        }
-        let allocs = allocations_in(|| {
-            for (p, t) in rest {
-                while let Some(d) = leg.poll_timeout() {
-                    if d > *t {
-                        break;
-                    }
-                    leg.handle_timeout(d, &mut tally);
-                }
-                leg.handle_packet(p, *t, &mut tally);
-            }
-            leg.finish(&mut tally);
-        });
+        let allocs = leg_allocations(&mut leg, &pkts, &mut tally);
         assert_eq!(
             allocs, 0,
             "Opus caller leg ({downstream:?} downstream) allocated"
