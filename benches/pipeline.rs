@@ -4,12 +4,12 @@
 //! * `pipeline/pcmu_8k_20ms`: one 160-byte mu-law frame through decode + detect + mask.
 //! * `pipeline/pcm16_48k_20ms`: one 960-sample 48 kHz PCM frame through resample (rubato) +
 //!   detect + mask.
-//! * `pipeline/opus_48k_20ms`: one 20 ms Opus packet (pre-encoded at 32 kbit/s, VoIP
-//!   application) through libopus decode + resample + detect + mask at 48 kHz + libopus encode
-//!   back to a packet, as an Opus caller leg does per packet (feature `opus`);
-//!   `pipeline/opus_48k_20ms_complexity{5,0}` the same with a cheaper encoder setting,
-//!   `pipeline/opus_48k_to_pcmu_20ms` with PCMU downstream instead of an Opus re-encode, and
-//!   `pipeline/opus_{decode,encode}_48k_20ms` the codec calls alone.
+//! * `pipeline/opus_48k_20ms`: one 20 ms Opus RTP packet (pre-encoded at 32 kbit/s, VoIP
+//!   application) through a real Opus caller leg with Opus downstream, as production runs it:
+//!   libopus decode + resample + detect + mask at 48 kHz, then the caller's packet forwarded
+//!   unchanged or replaced by the splice encoder's (feature `opus`; the variants, for the
+//!   every-packet-spliced worst case, re-encoding every packet, PCMU downstream and the codec
+//!   calls alone, are listed at `opus_48k`).
 //! * `compare/goertzel_filter_crate_8k_20ms`: the `goertzel-filter` 0.2 crate doing the eight
 //!   DTMF frequencies over one frame (why the hand-written bank replaces it).
 //! * `compare/spandsp_dtmf_rx_8k_20ms` (feature `spandsp`): spandsp's `dtmf_rx` over the same
@@ -124,6 +124,15 @@ impl Outputs for Discard {
     }
 }
 
+impl tonewall::rtp::LegOutputs for Discard {
+    fn packet(&mut self, rtp: &[u8]) {
+        black_box(rtp);
+    }
+    fn audio(&mut self, at: tonewall::time::MediaTime, samples: &[i16]) {
+        black_box((at, samples));
+    }
+}
+
 /// Keys tonewall's detector reports over `frames` (setup only; allocates).
 fn tonewall_keys(frames: &[&[i16]]) -> String {
     let mut det = Detector::new(&DetectorConfig::default(), &MaskConfig::default(), false);
@@ -222,69 +231,92 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-/// Opus at 48 kHz: the benchmark signal encoded at 32 kbit/s into 20 ms packets up front;
-/// each iteration decodes one packet, runs the 48 kHz pipeline (resample, detect, mask) and
-/// encodes the masked frame again at 32 kbit/s, all into preallocated buffers. The parts
-/// alone (`opus_decode_48k_20ms`, `opus_encode_48k_20ms`) show where the time goes, and
-/// `opus_48k_20ms_complexity{5,0}` the whole path with a cheaper encoder setting (the
-/// production encoder keeps libopus's default complexity), and `opus_48k_to_pcmu_20ms` the
-/// transcoding variant (`downstream_codec: pcmu`): no Opus re-encode, a 48 to 8 kHz
-/// resampler and mu-law instead.
+/// Opus at 48 kHz: the benchmark signal encoded at 32 kbit/s (VoIP application, as a
+/// softphone sends it) into 20 ms RTP packets up front.
+///
+/// * `opus_48k_20ms`: each iteration hands one RTP packet to a real Opus [`CallerLeg`] with
+///   Opus downstream in its default mode: parse, decode, resample, detect, mask, then forward
+///   the caller's packet unchanged or replace it with the splice encoder's (`rtp::splice`).
+///   The signal is about half key presses, so about half the packets are replaced.
+/// * `opus_48k_20ms_every_packet_spliced`: the same leg over a continuous key tone, so every
+///   packet is masked and re-encoded: the per-packet worst case.
+/// * `opus_48k_20ms_reencode_all`: the same leg with `opus_passthrough: false` (every packet
+///   re-encoded by the VoIP encoder at libopus's default complexity).
+/// * `opus_48k_to_pcmu_20ms`: decode + pipeline + 48 to 8 kHz resampler + mu-law (the
+///   `downstream_codec: pcmu` path).
+/// * `opus_{decode,encode,encode_splice}_48k_20ms`: the codec calls alone.
+///
+/// [`CallerLeg`]: tonewall::rtp::CallerLeg
 #[cfg(feature = "opus")]
 fn opus_48k(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, x: &[i16]) {
     use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    use tonewall::rtp::LegConfig;
     const BITRATE: u32 = 32_000;
-    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
-    let mut buf = vec![0u8; enc.max_packet()];
-    let packets: Vec<Vec<u8>> = x
-        .chunks_exact(960)
-        .map(|f| {
-            let n = enc.encode(f, &mut buf).expect("encode");
-            buf[..n].to_vec()
-        })
-        .collect();
+    let encode_all = |x: &[i16]| -> Vec<Vec<u8>> {
+        let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
+        let mut buf = vec![0u8; enc.max_packet()];
+        x.chunks_exact(960)
+            .map(|f| {
+                let n = enc.encode(f, &mut buf).expect("encode");
+                buf[..n].to_vec()
+            })
+            .collect()
+    };
+    let packets = encode_all(x);
     let bytes: usize = packets.iter().map(Vec::len).sum();
     let cfg = PipelineConfig {
         codec: Codec::Pcm16,
         rate: 48_000,
         ..PipelineConfig::default()
     };
-    let default_complexity = libopus_encoder(BITRATE, None)
-        .get_complexity()
-        .expect("complexity");
+    let leg_cfg = LegConfig {
+        audio_pt: 111,
+        codec: Codec::Opus,
+        rate: 48_000,
+        pipeline: cfg,
+        ..LegConfig::default()
+    };
+    let delay = ChannelPipeline::<i16>::new(cfg, ChannelId(0))
+        .expect("pipeline")
+        .delay();
     eprintln!(
-        "pipeline/opus_48k_20ms: {} packets, mean {:.0} bytes ({} kbit/s, VoIP, libopus default \
-         complexity {default_complexity}); pipeline delay() {} samples ({:.2} ms) at look-ahead \
-         {} ms, plus the encoder's look-ahead {} samples",
+        "pipeline/opus_48k_20ms: {} packets, mean {:.0} bytes ({} kbit/s, VoIP); pipeline \
+         delay() {delay} samples ({:.2} ms) at look-ahead {} ms",
         packets.len(),
         bytes as f64 / packets.len() as f64,
         BITRATE / 1000,
-        ChannelPipeline::<i16>::new(cfg, ChannelId(0))
-            .expect("pipeline")
-            .delay(),
-        ChannelPipeline::<i16>::new(cfg, ChannelId(0))
-            .expect("pipeline")
-            .delay() as f64
-            / 48.0,
+        delay as f64 / 48.0,
         cfg.lookahead_ms,
-        enc.delay(),
     );
 
-    // The whole per-packet path with the production encoder.
-    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
-    let mut pkt = vec![0u8; enc.max_packet()];
-    opus_path(g, "opus_48k_20ms", cfg, &packets, |pcm| {
-        enc.encode(pcm, &mut pkt).unwrap_or(0)
-    });
-    // The same with a cheaper encoder setting.
-    for complexity in [5, 0] {
-        let mut enc = libopus_encoder(BITRATE, Some(complexity));
-        let mut pkt = vec![0u8; 1500];
-        let id = format!("opus_48k_20ms_complexity{complexity}");
-        opus_path(g, &id, cfg, &packets, |pcm| {
-            enc.encode(pcm, &mut pkt).unwrap_or(0)
-        });
-    }
+    // The production leg, splicing.
+    opus_leg(g, "opus_48k_20ms", leg_cfg, &packets);
+    // Every packet masked: a key held down for the whole signal.
+    let mut held = vec![0.0; x.len()];
+    let mut rng = Rng::new(5);
+    add_white_noise(&mut held, power_for_dbm0(-60.0), &mut rng);
+    add_dtmf(
+        &mut held,
+        48_000,
+        0,
+        x.len(),
+        Digit::from_char('5').expect("key"),
+        ToneSpec::level(-10.0),
+        &mut rng,
+    );
+    let tone_packets = encode_all(&to_i16(&held));
+    opus_leg(
+        g,
+        "opus_48k_20ms_every_packet_spliced",
+        leg_cfg,
+        &tone_packets,
+    );
+    // Every packet re-encoded with the VoIP encoder.
+    let reencode = LegConfig {
+        opus_passthrough: false,
+        ..leg_cfg
+    };
+    opus_leg(g, "opus_48k_20ms_reencode_all", reencode, &packets);
 
     // Transcoded to PCMU downstream: resample the masked frame to 8 kHz, encode mu-law.
     let mut rs = tonewall::pipeline::ChunkResampler::between(48_000, 8000, 200).expect("rs");
@@ -315,31 +347,55 @@ fn opus_48k(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTi
         })
     });
     let frames: Vec<&[i16]> = x.chunks_exact(960).collect();
-    let mut enc = OpusEncoder::new(BITRATE).expect("Opus encoder");
-    let mut pkt = vec![0u8; enc.max_packet()];
-    let mut i = 0;
-    g.bench_function("opus_encode_48k_20ms", |b| {
-        b.iter(|| {
-            let f = frames[i];
-            i = (i + 1) % frames.len();
-            black_box(enc.encode(f, &mut pkt).unwrap_or(0));
-        })
-    });
+    for (id, enc) in [
+        ("opus_encode_48k_20ms", OpusEncoder::new(BITRATE)),
+        ("opus_encode_splice_48k_20ms", OpusEncoder::splice(BITRATE)),
+    ] {
+        let mut enc = enc.expect("Opus encoder");
+        let mut pkt = vec![0u8; enc.max_packet()];
+        let mut i = 0;
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                let f = frames[i];
+                i = (i + 1) % frames.len();
+                black_box(enc.encode(f, &mut pkt).unwrap_or(0));
+            })
+        });
+    }
 }
 
-/// A libopus encoder set up like the production one (48 kHz mono, VoIP, voice, `bitrate`),
-/// optionally at another complexity (0 to 10).
+/// Benchmark `id`: one RTP packet of `payloads` (cycled, with sequence numbers and
+/// timestamps running on) into a real caller leg per iteration. Prints how many packets the
+/// leg forwarded and re-encoded over the run.
 #[cfg(feature = "opus")]
-fn libopus_encoder(bitrate: u32, complexity: Option<i32>) -> opus2::Encoder {
-    use opus2::{Application, Bitrate, Channels, Encoder, Signal};
-    let mut e = Encoder::new(48_000, Channels::Mono, Application::Voip).expect("encoder");
-    e.set_bitrate(Bitrate::Bits(bitrate as i32))
-        .expect("bitrate");
-    e.set_signal(Signal::Voice).expect("signal");
-    if let Some(c) = complexity {
-        e.set_complexity(c).expect("complexity");
-    }
-    e
+fn opus_leg(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    cfg: tonewall::rtp::LegConfig,
+    payloads: &[Vec<u8>],
+) {
+    use tonewall::rtp::CallerLeg;
+    let mut leg = CallerLeg::new(cfg, ChannelId(0)).expect("Opus leg");
+    let mut buf = vec![0u8; 12 + 1500];
+    let mut k: u32 = 0;
+    g.bench_function(id, |b| {
+        b.iter(|| {
+            let p = &payloads[k as usize % payloads.len()];
+            buf[0] = 0x80;
+            buf[1] = 111;
+            buf[2..4].copy_from_slice(&(k as u16).to_be_bytes());
+            buf[4..8].copy_from_slice(&k.wrapping_mul(960).to_be_bytes());
+            buf[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+            buf[12..12 + p.len()].copy_from_slice(p);
+            leg.handle_packet(&buf[..12 + p.len()], k as u64 * 20_000, &mut Discard);
+            k = k.wrapping_add(1);
+        })
+    });
+    let st = leg.stats();
+    eprintln!(
+        "pipeline/{id}: {} packets in, {} forwarded unchanged, {} re-encoded",
+        st.packets_in, st.forwarded, st.reencoded
+    );
 }
 
 /// Benchmark `id`: decode one packet, the 48 kHz pipeline, `encode` the masked frame.

@@ -517,13 +517,16 @@ fn opus_caller_leg_does_not_allocate() {
         })
         .collect();
     pkts.remove(200); // lost
-    for downstream in [None, Some(Codec::Pcmu)] {
+                      // Opus downstream both ways (the caller's packets forwarded where untouched, or every
+                      // packet re-encoded), and PCMU downstream.
+    for (downstream, passthrough) in [(None, true), (None, false), (Some(Codec::Pcmu), true)] {
         let cfg = LegConfig {
             audio_pt: 111,
             codec: Codec::Opus,
             rate: 48_000,
             downstream_codec: downstream,
             downstream_pt: downstream.map(|_| 0),
+            opus_passthrough: passthrough,
             pipeline: pipeline_config(Codec::Pcm16, 48_000, 20),
             ..LegConfig::default()
         };
@@ -532,9 +535,13 @@ fn opus_caller_leg_does_not_allocate() {
         let allocs = leg_allocations(&mut leg, &pkts, &mut tally);
         assert_eq!(
             allocs, 0,
-            "Opus caller leg ({downstream:?} downstream) allocated"
+            "Opus caller leg ({downstream:?} downstream, passthrough {passthrough}) allocated"
         );
         assert_eq!(leg.stats().lost, 1);
+        if downstream.is_none() && passthrough {
+            // Both ways out were taken: forwarding and the splice encoder.
+            assert!(leg.stats().forwarded > 0 && leg.stats().reencoded > 0);
+        }
         assert!(tally.packets as usize >= pkts.len());
         check_tally(
             &format!("Opus leg, {downstream:?} downstream"),

@@ -391,3 +391,191 @@ fn thousands_of_random_opus_payloads_never_break_the_leg() {
     // Whatever came out is valid, contiguous Opus.
     let _ = receive(&sink, PT, false);
 }
+
+/// Recorded speech (the fixture's prompts, resampled to 48 kHz) with no key tone in it.
+fn speech_48k(seconds: usize) -> Vec<i16> {
+    let s: Vec<i16> = recorded_speech()[..8000 * seconds]
+        .iter()
+        .map(|&v| v as i16)
+        .collect();
+    let mut x = resample_between(&s, 8000, RATE);
+    x.truncate(x.len() / 960 * 960);
+    x
+}
+
+fn payload(raw: &[u8]) -> Vec<u8> {
+    RtpPacket::parse(raw).unwrap().payload().to_vec()
+}
+
+#[test]
+fn untouched_opus_packets_go_downstream_byte_for_byte() {
+    let x = speech_48k(30);
+    let pkts = opus_rtp(&x, 960, 24_000);
+    let n = pkts.len();
+    let input: Vec<Vec<u8>> = pkts.iter().map(|p| payload(p)).collect();
+    for la in [0, 20] {
+        let cfg = config(la, None);
+        let (sink, st, delay) = run(cfg, &paced(pkts.clone(), 20_000));
+        let out: Vec<Vec<u8>> = sink.packets.iter().map(|p| payload(p)).collect();
+        // The caller's packets come out in order, unchanged, once the look-ahead's initial
+        // silence (ours) and the settle run after it have gone out.
+        let pre = CallerLeg::new(cfg, ChannelId(0))
+            .unwrap()
+            .delay()
+            .div_ceil(960);
+        let first_forwarded = out
+            .iter()
+            .position(|p| input.contains(p))
+            .expect("some packet forwarded");
+        let k = input
+            .iter()
+            .position(|p| *p == out[first_forwarded])
+            .unwrap();
+        let same = out[first_forwarded..]
+            .iter()
+            .zip(&input[k..])
+            .take_while(|(a, b)| a == b)
+            .count();
+        println!(
+            "splice, speech only, look-ahead {la} ms: {} of {n} packets forwarded byte for \
+             byte, {} re-encoded; first forwarded is input packet {k}; downstream delay \
+             {:.2} ms",
+            st.forwarded,
+            st.reencoded,
+            delay as f64 / 48.0
+        );
+        // Our packets up front: the look-ahead's initial silence, then the settle run.
+        assert!(
+            k <= pre + tonewall::rtp::SETTLE_PACKETS as usize,
+            "forwarding starts right after the settle run (input packet {k})"
+        );
+        assert!(same >= 50, "a run of {same} caller packets from the start");
+        // Speech loses a fraction of a percent to (over-)masking at 48 kHz, and every such
+        // packet costs a splice and its settle run: the rest is the caller's own.
+        assert!(
+            st.forwarded as usize >= n * 9 / 10,
+            "{} of {n} packets forwarded",
+            st.forwarded
+        );
+        assert_eq!(st.forwarded + st.reencoded, n as u64);
+    }
+    // With passthrough off every packet is ours.
+    let cfg = LegConfig {
+        opus_passthrough: false,
+        ..config(20, None)
+    };
+    let (sink, st, _) = run(cfg, &paced(pkts, 20_000));
+    assert_eq!(st.forwarded, 0);
+    assert!(sink.packets.iter().all(|p| !input.contains(&payload(p))));
+}
+
+/// Key tones over continuous recorded speech through a splicing leg: what the downstream
+/// decoder makes of our packets and the caller's, spliced, must hold no digit, no more tone
+/// energy where the tones were than re-encoding every packet leaves, and no echo of a tone
+/// after it (a caller packet coded against a history that held the tone, played after our
+/// silence, could carry its negative). Every case also runs with every packet re-encoded.
+///
+/// The most sensitive detector does fire on this speech (talk-off of a setting made to
+/// over-report), next to tones too; a hit counts as a leak when it overlaps a tone and
+/// reports that tone's key.
+#[test]
+fn spliced_opus_downstream_holds_no_tone_and_no_echo_of_one() {
+    let mut worst = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for bitrate in [16_000, 24_000, 32_000] {
+        let (x, placed) = digits_over_speech_at(-10.0, -8.0, 0x5011 ^ bitrate as u64, RATE);
+        let n = x.len() / 960 * 960;
+        let x = &x[..n];
+        let pkts = opus_rtp(x, 960, bitrate);
+        // What the caller's packets decode to (the audio the masker saw).
+        let mut dec = OpusDecoder::new().unwrap();
+        let mut pcm = vec![0i16; 960];
+        let mut heard = Vec::new();
+        for p in &pkts {
+            let m = dec.decode(&payload(p), &mut pcm).unwrap();
+            heard.extend_from_slice(&pcm[..m]);
+        }
+        for la in [0, 10, 20] {
+            let mut reencoded_span = f64::NEG_INFINITY;
+            for passthrough in [false, true] {
+                let cfg = LegConfig {
+                    opus_passthrough: passthrough,
+                    ..config(la, None)
+                };
+                let (sink, st, delay) = run(cfg, &paced(pkts.clone(), 20_000));
+                let (rx, rate) = receive(&sink, PT, false);
+                let what = format!(
+                    "{bitrate} bit/s caller, look-ahead {la} ms, passthrough {passthrough}"
+                );
+                let m = multimon_digits_at(&rx, rate);
+                assert!(
+                    m.as_ref().is_none_or(|m| m.is_empty()),
+                    "{what}: multimon-ng {m:?}"
+                );
+                let dms = delay as f64 / 48.0;
+                let found = detect(&to_8k(&rx, rate), &DetectorConfig::most_sensitive());
+                let leaks = found
+                    .iter()
+                    .filter(|f| {
+                        placed.iter().any(|p| {
+                            f.digit == p.digit
+                                && f.start_ms - dms < p.end_ms()
+                                && f.end_ms - dms > p.start_ms()
+                        })
+                    })
+                    .count();
+                assert_eq!(
+                    leaks, 0,
+                    "{what}: the sensitive detector found a tone's key"
+                );
+                // Downstream sample `i + delay` is input sample `i` around every tone (a
+                // tone is always spliced, and spliced audio carries the encoder's delay).
+                let y: Vec<i16> = rx.iter().skip(delay).copied().collect();
+                let (mut span, mut echo) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+                for p in &placed {
+                    let (a, b) = (p.start, p.start + p.len);
+                    let (fl, fh) = Digit::from_char(p.digit).unwrap().frequencies();
+                    let e = |v: &[i16], from: usize, to: usize| {
+                        tone_energy_at(&v[from..to.min(v.len())], fl, fh, RATE)
+                    };
+                    let tone = e(&heard, a, b);
+                    span = span.max(10.0 * (e(&y, a, b) / tone).log10());
+                    // From 15 ms after the tone (past the mask's edge) to 120 ms after it
+                    // (past the settle run): tone-frequency energy against the caller's own
+                    // over that stretch, with a floor 30 dB under the tone.
+                    let (w0, w1) = (b + ms_at(15.0, RATE), b + ms_at(120.0, RATE));
+                    let ratio = e(&y, w0, w1) / (e(&heard, w0, w1) + 1e-3 * tone);
+                    echo = echo.max(10.0 * ratio.log10());
+                }
+                println!(
+                    "{what}: {} tones, {} sensitive hits (none of a tone's key), tone energy \
+                     left at most {span:.1} dB, tone-frequency energy after a tone at most \
+                     {echo:+.1} dB against the caller's; {} packets forwarded, {} re-encoded",
+                    placed.len(),
+                    found.len(),
+                    st.forwarded,
+                    st.reencoded
+                );
+                assert_eq!(sink.secure().len(), placed.len(), "{what}: secure digits");
+                assert!(
+                    echo < 6.0,
+                    "{what}: tone-frequency energy after a tone {echo:+.1} dB"
+                );
+                if passthrough {
+                    assert!(
+                        span < reencoded_span + 3.0,
+                        "{what}: tone energy {span:.1} dB, re-encoding leaves {reencoded_span:.1}"
+                    );
+                    assert!(st.forwarded > 0, "{what}: nothing forwarded");
+                    worst = (worst.0.max(span), worst.1.max(echo));
+                } else {
+                    reencoded_span = span;
+                    assert_eq!(st.forwarded, 0);
+                }
+            }
+        }
+    }
+    println!(
+        "splice worst: tone energy left {:.1} dB, after a tone {:+.1} dB",
+        worst.0, worst.1
+    );
+}

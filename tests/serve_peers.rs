@@ -194,6 +194,13 @@ fn peers_run(pc: &PeerCodec) {
     );
     check_webhooks(&hooks.lock().unwrap(), &truth);
     assert_eq!(end["stats"]["lost"], 0, "{end}");
+    if pc.name == "opus" {
+        // Opus to Opus: the caller's own packets go downstream wherever nothing was masked.
+        let fwd = end["stats"]["forwarded"].as_u64().unwrap();
+        let re = end["stats"]["reencoded"].as_u64().unwrap();
+        println!("opus downstream: {fwd} caller packets forwarded unchanged, {re} re-encoded");
+        assert!(fwd > re, "{end}");
+    }
     // The card number reaches no log line and no event.
     let log = gw.log();
     assert!(log.contains("call created"), "no debug log captured");

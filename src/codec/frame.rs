@@ -45,4 +45,6 @@ pub trait FrameEncoder: Send {
     fn delay(&self) -> usize;
     /// Largest packet [`encode`](Self::encode) can produce, bytes.
     fn max_packet(&self) -> usize;
+    /// Forget everything encoded so far: the next packet is coded as if it were the first.
+    fn reset(&mut self);
 }

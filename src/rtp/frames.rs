@@ -13,11 +13,15 @@ use crate::codec::{Codec, FrameDecoder, FrameEncoder};
 use crate::pipeline::ChunkResampler;
 
 use super::leg::{LegOutputs, OutStream};
+use super::splice::Splicer;
 
 /// How the masked PCM leaves.
 pub(super) enum FrameOut {
     /// Re-encoded with a frame codec, on the input's clock.
     Frames(Box<dyn FrameEncoder>),
+    /// The caller's own packets where the masker left them untouched, re-encoded around
+    /// what it changed (Opus to Opus; see [`Splicer`]).
+    Splice(Box<Splicer>),
     /// Resampled to 8 kHz and sent as G.711 packets of `fill` samples.
     G711 {
         codec: Codec,
@@ -52,14 +56,14 @@ pub(super) enum FrameSrc<'a> {
 }
 
 /// Frame sizes the encoder is tried with, longest first (60 ms down to 2.5 ms at 48 kHz).
-const FRAME_SIZES: [usize; 6] = [2880, 1920, 960, 480, 240, 120];
+pub(super) const FRAME_SIZES: [usize; 6] = [2880, 1920, 960, 480, 240, 120];
 
 impl FrameStage {
     /// A stage decoding with `dec` and sending through `out`; `max_samples` bounds a packet.
     pub(super) fn new(dec: Box<dyn FrameDecoder>, out: FrameOut, max_samples: usize) -> Self {
         let max_pkt = match &out {
             FrameOut::Frames(e) => e.max_packet(),
-            FrameOut::G711 { .. } => 0,
+            FrameOut::Splice(_) | FrameOut::G711 { .. } => 0,
         };
         Self {
             dec,
@@ -81,16 +85,26 @@ impl FrameStage {
     pub(super) fn encoder_delay(&self) -> usize {
         match &self.out {
             FrameOut::Frames(e) => e.delay(),
+            FrameOut::Splice(s) => s.delay(),
             FrameOut::G711 { rs, .. } => rs.delay_out() * 6,
+        }
+    }
+
+    /// Forwarding counters, when the stage splices.
+    pub(super) fn splice_stats(&self) -> Option<super::splice::SpliceStats> {
+        match &self.out {
+            FrameOut::Splice(s) => Some(s.stats()),
+            _ => None,
         }
     }
 
     /// Fill `pcm` from `src`. `conceal_ok` says whether extrapolating a loss is safe now.
     pub(super) fn decode(&mut self, src: FrameSrc<'_>, conceal_ok: bool, pcm: &mut [i16]) {
         let n = pcm.len();
+        let mut decoded = None;
         match src {
             FrameSrc::Payload(p) => match self.dec.decode(p, pcm) {
-                Ok(m) if m == n => {}
+                Ok(m) if m == n => decoded = Some(p),
                 _ => {
                     // A payload that passed the size check but failed to decode: fail closed.
                     self.decode_errors += 1;
@@ -103,11 +117,19 @@ impl FrameStage {
             },
             FrameSrc::Lost | FrameSrc::Silence => pcm.fill(0),
         }
+        if let FrameOut::Splice(s) = &mut self.out {
+            // Only a packet that decoded is a candidate for forwarding.
+            s.input(decoded, pcm);
+        }
     }
 
     /// A new source: the decoder must not carry the old one's state into it.
     pub(super) fn reset(&mut self) {
         self.dec.reset();
+        if let FrameOut::Splice(s) = &mut self.out {
+            // The downstream decoder still holds the old source's state.
+            s.desync();
+        }
     }
 
     /// Send masked samples downstream (whole encoder frames now, the rest later).
@@ -118,6 +140,7 @@ impl FrameStage {
         out: &mut O,
     ) {
         match &mut self.out {
+            FrameOut::Splice(s) => s.output(pcm, o, out),
             FrameOut::Frames(enc) => {
                 let mut i = 0;
                 while i < pcm.len() {
@@ -168,6 +191,7 @@ impl FrameStage {
     /// End of stream: whatever is left goes out, padded with silence to a whole frame.
     pub(super) fn flush<O: LegOutputs + ?Sized>(&mut self, o: &mut OutStream, out: &mut O) {
         match &mut self.out {
+            FrameOut::Splice(s) => s.flush(o, out),
             FrameOut::Frames(enc) => {
                 if self.acc_len > 0 {
                     let whole = self.acc_len.div_ceil(120) * 120;
@@ -199,7 +223,7 @@ impl FrameStage {
 }
 
 /// Encode and send every whole frame at the front of `acc`, keeping the remainder.
-fn send_frames<O: LegOutputs + ?Sized>(
+pub(super) fn send_frames<O: LegOutputs + ?Sized>(
     enc: &mut dyn FrameEncoder,
     acc: &mut [i16],
     acc_len: &mut usize,

@@ -71,6 +71,11 @@ pub struct LegConfig {
     pub downstream_pt: Option<u8>,
     /// Bit rate of the downstream Opus encoder, bit/s.
     pub opus_bitrate: u32,
+    /// Opus to Opus: forward the caller's packets unchanged wherever the masker left their
+    /// audio untouched and re-encode only around masked audio (see `rtp::splice`). `false`
+    /// re-encodes every packet at `opus_bitrate` (a fixed downstream bit rate, at the cost
+    /// of a libopus encode per packet, its 6.5 ms look-ahead and a generation of quality).
+    pub opus_passthrough: bool,
     /// Payload type of RFC 4733 telephone-events (same clock rate as the audio), if any.
     pub telephone_event_pt: Option<u8>,
     /// Size of the silence packets the leg synthesises, ms.
@@ -97,6 +102,7 @@ impl Default for LegConfig {
             downstream_codec: None,
             downstream_pt: None,
             opus_bitrate: 32_000,
+            opus_passthrough: true,
             telephone_event_pt: Some(101),
             fill_ms: 20,
             reorder_window: 4,
@@ -168,6 +174,12 @@ pub struct LegStats {
     pub concealed: u64,
     /// Sequence or timestamp resynchronisations.
     pub resyncs: u64,
+    /// Opus to Opus: caller packets forwarded byte for byte (their audio left the masker
+    /// unchanged).
+    pub forwarded: u64,
+    /// Opus to Opus: caller packets or spans replaced by our own encoding (masked, concealed,
+    /// synthesised, or inside the settle run after a splice).
+    pub reencoded: u64,
 }
 
 /// A caller leg could not be built.
@@ -471,7 +483,7 @@ impl CallerLeg {
                 let d = p.delay();
                 let n = max_samples.max(d);
                 let frames = match cfg.codec {
-                    Codec::Opus => Some(Box::new(opus_stage(&cfg, down_codec, max_samples)?)),
+                    Codec::Opus => Some(Box::new(opus_stage(&cfg, down_codec, d, max_samples)?)),
                     _ => None,
                 };
                 (
@@ -569,16 +581,19 @@ impl CallerLeg {
 
     /// Counters so far.
     pub fn stats(&self) -> LegStats {
-        let (decode_errors, concealed) = match &self.pipe {
+        let (decode_errors, concealed, splice) = match &self.pipe {
             Pipe::L16 {
                 frames: Some(st), ..
-            } => (st.decode_errors, st.concealed),
-            _ => (0, 0),
+            } => (st.decode_errors, st.concealed, st.splice_stats()),
+            _ => (0, 0, None),
         };
+        let splice = splice.unwrap_or_default();
         LegStats {
             packets_out: self.out_stream.packets,
             decode_errors,
             concealed,
+            forwarded: splice.forwarded,
+            reencoded: splice.reencoded,
             ..self.stats
         }
     }
@@ -1286,7 +1301,13 @@ impl CallerLeg {
 
 /// The Opus decoder and downstream encoder of a leg.
 #[cfg(feature = "opus")]
-fn opus_stage(cfg: &LegConfig, down: Codec, max_samples: usize) -> Result<FrameStage, LegError> {
+fn opus_stage(
+    cfg: &LegConfig,
+    down: Codec,
+    delay: usize,
+    max_samples: usize,
+) -> Result<FrameStage, LegError> {
+    use super::splice::Splicer;
     use crate::codec::{OpusDecoder, OpusEncoder};
     let dec = OpusDecoder::new().map_err(|_| LegError::Opus("libopus refused a decoder"))?;
     let out = if down.is_g711() {
@@ -1300,6 +1321,10 @@ fn opus_stage(cfg: &LegConfig, down: Codec, max_samples: usize) -> Result<FrameS
             len: 0,
             fill,
         }
+    } else if cfg.opus_passthrough {
+        let enc = OpusEncoder::splice(cfg.opus_bitrate)
+            .map_err(|_| LegError::Opus("libopus refused an encoder"))?;
+        FrameOut::Splice(Box::new(Splicer::new(Box::new(enc), delay, max_samples)))
     } else {
         let enc = OpusEncoder::new(cfg.opus_bitrate)
             .map_err(|_| LegError::Opus("libopus refused an encoder"))?;
@@ -1310,6 +1335,6 @@ fn opus_stage(cfg: &LegConfig, down: Codec, max_samples: usize) -> Result<FrameS
 
 /// Without the `opus` feature an Opus leg cannot be built.
 #[cfg(not(feature = "opus"))]
-fn opus_stage(_: &LegConfig, _: Codec, _: usize) -> Result<FrameStage, LegError> {
+fn opus_stage(_: &LegConfig, _: Codec, _: usize, _: usize) -> Result<FrameStage, LegError> {
     Err(LegError::Opus("built without the `opus` feature"))
 }

@@ -22,6 +22,8 @@
 mod frames;
 mod leg;
 pub mod reorder;
+#[cfg_attr(not(feature = "opus"), allow(dead_code))]
+mod splice;
 pub mod telephone_event;
 
 pub use leg::{
@@ -29,4 +31,5 @@ pub use leg::{
     EVENT_EXPIRY_MS, EVENT_FORGET_MS, EVENT_HANGOVER_MS, MAX_FILL_MS, MAX_PACKET_MS,
     MAX_REORDER_WINDOW, MAX_TS_JUMP_S,
 };
+pub use splice::{SpliceStats, SETTLE_PACKETS};
 pub use telephone_event::{TelephoneEvent, TelephoneEventError};

@@ -235,6 +235,9 @@ pub struct CreateCall {
     pub downstream_payload_type: Option<u8>,
     /// Bit rate of the downstream Opus encoder, bit/s (6000 to 510000, default 32000).
     pub opus_bitrate: Option<u32>,
+    /// Opus to Opus: forward the caller's packets unchanged where nothing was masked
+    /// (default true); `false` re-encodes every packet at `opus_bitrate`.
+    pub opus_passthrough: Option<bool>,
     /// Payload type of RFC 4733 telephone-events (default 101).
     pub telephone_event_pt: Option<u8>,
     /// Look-ahead, 0 to 40 ms (default from the config).
@@ -395,6 +398,7 @@ pub(super) fn start_call(
         downstream_codec,
         downstream_pt,
         opus_bitrate,
+        opus_passthrough: req.opus_passthrough.unwrap_or(true),
         telephone_event_pt: Some(te_pt),
         fill_ms: 20,
         reorder_window: cfg.media.reorder_window,

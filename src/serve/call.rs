@@ -182,6 +182,8 @@ pub struct LegStatsView {
     resyncs: u64,
     decode_errors: u64,
     concealed: u64,
+    forwarded: u64,
+    reencoded: u64,
 }
 
 impl From<LegStats> for LegStatsView {
@@ -202,6 +204,8 @@ impl From<LegStats> for LegStatsView {
             resyncs: s.resyncs,
             decode_errors: s.decode_errors,
             concealed: s.concealed,
+            forwarded: s.forwarded,
+            reencoded: s.reencoded,
         }
     }
 }

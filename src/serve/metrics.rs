@@ -47,6 +47,10 @@ pub struct Metrics {
     pub telephone_event_packets: AtomicU64,
     /// Silence packets synthesised (loss, telephone events).
     pub filled_frames: AtomicU64,
+    /// Opus to Opus: caller packets forwarded unchanged.
+    pub opus_forwarded: AtomicU64,
+    /// Opus to Opus: caller packets replaced by our own encoding.
+    pub opus_reencoded: AtomicU64,
     /// Tones masked (`tone_masked` events).
     pub tones_masked: AtomicU64,
     /// Digits captured (any source).
@@ -150,6 +154,14 @@ impl Metrics {
             &self.filled_frames,
             now.filled_frames.saturating_sub(before.filled_frames),
         );
+        add(
+            &self.opus_forwarded,
+            now.forwarded.saturating_sub(before.forwarded),
+        );
+        add(
+            &self.opus_reencoded,
+            now.reencoded.saturating_sub(before.reencoded),
+        );
     }
 
     /// Prometheus text exposition (version 0.0.4).
@@ -252,6 +264,18 @@ impl Metrics {
             "tonewall_packets_malformed_total",
             "Malformed packets or unknown payload types dropped.",
             g(&self.malformed),
+        );
+        counter(
+            &mut s,
+            "tonewall_opus_packets_forwarded_total",
+            "Opus caller packets sent downstream unchanged (nothing in them was masked).",
+            g(&self.opus_forwarded),
+        );
+        counter(
+            &mut s,
+            "tonewall_opus_packets_reencoded_total",
+            "Opus caller packets replaced downstream by tonewall's own encoding.",
+            g(&self.opus_reencoded),
         );
         counter(
             &mut s,

@@ -62,6 +62,8 @@ pub struct WhipQuery {
     pub downstream_payload_type: Option<u8>,
     /// Bit rate of the downstream Opus encoder, bit/s.
     pub opus_bitrate: Option<u32>,
+    /// Forward the published packets unchanged where nothing was masked (default true).
+    pub opus_passthrough: Option<bool>,
     /// Look-ahead, 0 to 40 ms.
     pub lookahead_ms: Option<u32>,
     /// End the session after this long without media, ms.
@@ -352,6 +354,7 @@ async fn answer(
         downstream_codec: q.downstream_codec,
         downstream_payload_type: q.downstream_payload_type,
         opus_bitrate: q.opus_bitrate,
+        opus_passthrough: q.opus_passthrough,
         // An unused number when the offer has no 48 kHz telephone-event: nothing will carry it.
         telephone_event_pt: Some(codecs.telephone_event.unwrap_or(if codecs.opus == 101 {
             102
