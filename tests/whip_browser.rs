@@ -6,7 +6,8 @@
 //! there; nothing leaves that namespace.
 //!
 //! Checked: multimon-ng and our most sensitive detector find no digit in what reached
-//! downstream (PCMU), the recording or the STT stream; the secure digit sink holds exactly
+//! downstream (Opus, Chromium's own packets forwarded where nothing was masked and
+//! tonewall's around every tone: decoded with libopus), the recording or the STT stream; the secure digit sink holds exactly
 //! the fixture's 24 keys followed by the four telephone-event keys; no webhook, event or log
 //! line carries a value; the session ends cleanly with the page's DELETE.
 //!
@@ -60,7 +61,7 @@ fn chromium_publishes_through_whip_and_nothing_leaks() {
     let down = Receiver::start(Duration::from_secs(3), Duration::from_secs(120));
     let call_id = "whip-chromium";
     let whip = format!(
-        "http://{}/v1/whip?downstream={}&downstream_codec=pcmu&call_id={call_id}",
+        "http://{}/v1/whip?downstream={}&call_id={call_id}",
         gw.api, down.addr
     );
 
@@ -128,11 +129,17 @@ fn chromium_publishes_through_whip_and_nothing_leaks() {
     );
     assert!(answer.contains("telephone-event/48000"), "{answer}");
 
-    // Downstream (PCMU only: no telephone-event), recording and STT: nothing decodable.
+    // Downstream (Opus only: no telephone-event), recording and STT: nothing decodable.
     // Chromium starts the fixture when the page opens the microphone, just after the first
     // packets, so tone positions downstream are within a fraction of a second of the
     // fixture's; 300 ms of slack covers that and the look-ahead.
-    let down_secs = assert_pcmu_downstream_clean(&got, &spans, 300.0, 27.0);
+    // The offer's Opus payload type (the answer keeps it), not its telephone-event's.
+    let opus_pt = gateway::parse(got.first().expect("downstream packets")).pt;
+    assert!(
+        answer.contains(&format!("a=rtpmap:{opus_pt} opus/48000")),
+        "{answer}"
+    );
+    let down_secs = assert_opus_downstream_clean(&got, opus_pt, &spans, 300.0, 27.0);
     assert_recording_clean(&dir, call_id, 48_000);
     let stt_secs = assert_stt_clean(&stt_bytes, 25.0);
     // The secure sink: the 24 in-band keys, then the four telephone-events, each once.
@@ -164,6 +171,13 @@ fn chromium_publishes_through_whip_and_nothing_leaks() {
             .unwrap_or(0)
     };
     assert_eq!(metric("tonewall_whip_sessions_total"), 1, "{metrics}");
+    // Chromium's packets went on unchanged wherever nothing was masked.
+    let forwarded = metric("tonewall_opus_packets_forwarded_total");
+    let reencoded = metric("tonewall_opus_packets_reencoded_total");
+    assert!(
+        forwarded > reencoded,
+        "{forwarded} forwarded, {reencoded} re-encoded"
+    );
     let dropped = metric("tonewall_whip_dropped_packets_total");
     // Chromium's bandwidth probes (padding-only packets) are not losses; only packets the
     // bridge had to drop may be missing.
@@ -177,7 +191,7 @@ fn chromium_publishes_through_whip_and_nothing_leaks() {
         .map(|s| s.to_string())
         .unwrap_or_default();
     println!(
-        "Chromium -> WHIP -> tonewall -> PCMU: page ran {:.1} s ({packets}), {:.1} s downstream, delay {} ms, caller packets {} lost {} (bridge dropped {dropped}), {} digits to the secure sink ({} in-band + {} telephone-events), {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
+        "Chromium -> WHIP -> tonewall -> Opus: page ran {:.1} s ({packets}), {:.1} s downstream ({forwarded} of Chromium's packets forwarded unchanged, {reencoded} re-encoded), delay {} ms, caller packets {} lost {} (bridge dropped {dropped}), {} digits to the secure sink ({} in-band + {} telephone-events), {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
         run.elapsed.as_secs_f64(),
         down_secs,
         status["delay_ms"],

@@ -323,6 +323,45 @@ pub fn assert_pcmu_downstream_clean(
     secs
 }
 
+/// What left the gateway as Opus downstream (payload type `pt`), decoded with libopus the
+/// way the receiver would, packet after packet: neither multimon-ng nor our most sensitive
+/// detector (within `slack_ms` of a true tone) finds a digit, and it holds at least
+/// `min_secs`. Returns its length in seconds.
+#[cfg(feature = "opus")]
+pub fn assert_opus_downstream_clean(
+    got: &[Vec<u8>],
+    pt: u8,
+    spans: &[(f64, f64)],
+    slack_ms: f64,
+    min_secs: f64,
+) -> f64 {
+    use tonewall::codec::{FrameDecoder, OpusDecoder};
+    assert!(!got.is_empty(), "nothing arrived downstream");
+    let mut dec = OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; tonewall::codec::OPUS_MAX_PACKET_SAMPLES];
+    let mut lin = Vec::new();
+    for p in got {
+        assert_eq!(crate::gateway::parse(p).pt, pt, "downstream is Opus only");
+        let n = dec
+            .decode(&p[12..], &mut pcm)
+            .expect("downstream Opus decodes");
+        lin.extend_from_slice(&pcm[..n]);
+    }
+    let secs = lin.len() as f64 / 48_000.0;
+    assert!(secs > min_secs, "downstream holds only {secs:.1} s");
+    assert_eq!(
+        crate::common::multimon_digits_at(&lin, 48_000).unwrap(),
+        "",
+        "multimon-ng decoded digits downstream"
+    );
+    assert_eq!(
+        sensitive_hits_at_tones(&lin, 48_000, spans, slack_ms),
+        0,
+        "our most sensitive detector found a digit where a tone was, downstream"
+    );
+    secs
+}
+
 /// The call's recording: stereo at `rate`, and multimon-ng decodes nothing from its masked
 /// caller channel. (Our detector is not run on it: paused spans are left out, so its clock
 /// no longer lines up with the fixture's tone positions.)
