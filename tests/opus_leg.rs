@@ -541,9 +541,14 @@ fn spliced_opus_downstream_holds_no_tone_and_no_echo_of_one() {
                     span = span.max(10.0 * (e(&y, a, b) / tone).log10());
                     // From 15 ms after the tone (past the mask's edge) to 120 ms after it
                     // (past the settle run): tone-frequency energy against the caller's own
-                    // over that stretch, with a floor 30 dB under the tone.
+                    // over that stretch, with a floor 30 dB under the tone. Forwarded packets
+                    // are the splice encoder's look-ahead earlier than spliced ones, so the
+                    // caller's audio is taken at both alignments (at an onset 2.5 ms of
+                    // shift alone reads as several dB).
                     let (w0, w1) = (b + ms_at(15.0, RATE), b + ms_at(120.0, RATE));
-                    let ratio = e(&y, w0, w1) / (e(&heard, w0, w1) + 1e-3 * tone);
+                    let la_enc = delay - CallerLeg::new(cfg, ChannelId(0)).unwrap().delay();
+                    let own = e(&heard, w0, w1).max(e(&heard, w0 + la_enc, w1 + la_enc));
+                    let ratio = e(&y, w0, w1) / (own + 1e-3 * tone);
                     echo = echo.max(10.0 * ratio.log10());
                 }
                 println!(
@@ -578,4 +583,64 @@ fn spliced_opus_downstream_holds_no_tone_and_no_echo_of_one() {
         "splice worst: tone energy left {:.1} dB, after a tone {:+.1} dB",
         worst.0, worst.1
     );
+}
+
+/// A new caller source (SSRC change) has its own encoder history, which the downstream
+/// decoder never heard: its first packets are not forwarded until a settle run has passed.
+/// And stereo packets are never forwarded (their side channel is not what was analysed).
+#[test]
+fn new_sources_and_stereo_packets_are_not_forwarded_blindly() {
+    let x = speech_48k(6);
+    let half = x.len() / 2 / 960 * 960;
+    let a = opus_rtp(&x[..half], 960, 24_000);
+    // The second half from another encoder, under another SSRC, numbering on.
+    let b: Vec<Vec<u8>> = opus_rtp(&x[half..], 960, 32_000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let k = a.len() + i;
+            RtpPacketBuilder::<&[u8], &[u8]>::new()
+                .payload_type(PT)
+                .sequence_number((k as u16).wrapping_add(9000))
+                .timestamp(((k * 960) as u32).wrapping_add(123_456))
+                .ssrc(SSRC_IN ^ 0xFFFF)
+                .payload(RtpPacket::parse(&p).unwrap().payload())
+                .write_vec()
+                .unwrap()
+        })
+        .collect();
+    let second: Vec<Vec<u8>> = b.iter().map(|p| payload(p)).collect();
+    let all: Vec<Vec<u8>> = a.iter().chain(&b).cloned().collect();
+    let (sink, st, _) = run(config(20, None), &paced(all, 20_000));
+    assert_eq!(st.ssrc_changes, 1);
+    let out: Vec<Vec<u8>> = sink.packets.iter().map(|p| payload(p)).collect();
+    let first = second
+        .iter()
+        .position(|p| out.contains(p))
+        .expect("the new source is forwarded once settled");
+    // Its first packets are ours; the settle run's last packet is the first forwarded.
+    assert!(
+        first + 1 >= tonewall::rtp::SETTLE_PACKETS as usize,
+        "new source forwarded from its packet {first}"
+    );
+    println!("new source: first forwarded packet is its number {first}");
+
+    // Stereo: every packet re-encoded as mono.
+    let mut enc =
+        opus2::Encoder::new(RATE, opus2::Channels::Stereo, opus2::Application::Voip).unwrap();
+    let mut buf = vec![0u8; 1500];
+    let stereo: Vec<i16> = x[..half].iter().flat_map(|&s| [s, s / 2]).collect();
+    let pkts: Vec<Vec<u8>> = stereo
+        .chunks_exact(1920)
+        .enumerate()
+        .map(|(i, c)| {
+            let n = enc.encode(c, &mut buf).unwrap();
+            rtp(i as u16, (i * 960) as u32, i == 0, &buf[..n])
+        })
+        .collect();
+    let (sink, st, _) = run(config(20, None), &paced(pkts.clone(), 20_000));
+    assert_eq!(st.forwarded, 0, "stereo forwarded");
+    assert!(st.reencoded as usize >= pkts.len());
+    let (rx, _) = receive(&sink, PT, false);
+    assert!(rx.len() >= half);
 }

@@ -19,8 +19,9 @@
 //!   used for detection cancels), and it has no padding (where Opus 1.5 puts its extensions,
 //!   deep redundancy among them, which can carry up to a second of earlier audio);
 //! * once anything is spliced, [`SETTLE_PACKETS`] packets in a row must pass unchanged
-//!   before forwarding resumes: by then the caller's encoder history, and the redundancy
-//!   copy of the previous frame, are free of the tone;
+//!   before forwarding resumes (the last of them is the first forwarded): by then the
+//!   caller's encoder history, and the redundancy copy of the previous frame, are free of
+//!   the tone;
 //! * our splice encoder starts from a reset at every splice and codes each frame without
 //!   inter-frame prediction, so what the downstream decoder makes of it does not depend on
 //!   the history it had.
@@ -41,7 +42,9 @@ use crate::codec::FrameEncoder;
 use super::frames::{send_frames, FRAME_SIZES};
 use super::leg::{LegOutputs, OutStream};
 
-/// Unchanged packets in a row needed after a splice before forwarding resumes.
+/// Unchanged packets in a row after a splice before forwarding resumes: the first
+/// `SETTLE_PACKETS - 1` are still re-encoded, the last is the first forwarded (so it follows
+/// 40 ms of tone-free caller audio, and its FEC copy covers tone-free audio).
 pub const SETTLE_PACKETS: u32 = 3;
 /// Caller packets that may wait for the masker's verdict at once. Twenty-ms packets need
 /// three or four (the 48 kHz pipeline's delay is the look-ahead plus about 11 ms); past this
@@ -149,6 +152,12 @@ impl Splicer {
     /// The downstream decoder can no longer be assumed to hear what ours heard (a new
     /// caller source): splice until a settle run has passed.
     pub fn desync(&mut self) {
+        if !self.spliced {
+            // Splice from here on (the encoder's queue is empty while forwarding).
+            self.spliced = true;
+            self.enc.reset();
+            self.stats.splices += 1;
+        }
         self.clean = 0;
         for i in 0..self.count {
             let k = (self.head + i) % SLOTS;
