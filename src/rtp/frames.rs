@@ -36,10 +36,8 @@ pub(super) enum FrameOut {
 pub(super) struct FrameStage {
     dec: Box<dyn FrameDecoder>,
     out: FrameOut,
-    /// Masked samples not yet a whole encoder frame.
-    acc: Vec<i16>,
-    acc_len: usize,
-    pkt: Vec<u8>,
+    /// Masked samples not yet a whole encoder frame (for `FrameOut::Frames`).
+    reframer: Reframer,
     /// Payloads the decoder refused (sent on as silence).
     pub(super) decode_errors: u64,
     /// Losses concealed with the decoder's extrapolation (the rest are silence).
@@ -56,7 +54,7 @@ pub(super) enum FrameSrc<'a> {
 }
 
 /// Frame sizes the encoder is tried with, longest first (60 ms down to 2.5 ms at 48 kHz).
-pub(super) const FRAME_SIZES: [usize; 6] = [2880, 1920, 960, 480, 240, 120];
+const FRAME_SIZES: [usize; 6] = [2880, 1920, 960, 480, 240, 120];
 
 impl FrameStage {
     /// A stage decoding with `dec` and sending through `out`; `max_samples` bounds a packet.
@@ -68,9 +66,7 @@ impl FrameStage {
         Self {
             dec,
             out,
-            acc: vec![0; max_samples + FRAME_SIZES[0]],
-            acc_len: 0,
-            pkt: vec![0; max_pkt],
+            reframer: Reframer::new(max_samples, max_pkt),
             decode_errors: 0,
             concealed: 0,
         }
@@ -141,23 +137,7 @@ impl FrameStage {
     ) {
         match &mut self.out {
             FrameOut::Splice(s) => s.output(pcm, o, out),
-            FrameOut::Frames(enc) => {
-                let mut i = 0;
-                while i < pcm.len() {
-                    let m = (self.acc.len() - self.acc_len).min(pcm.len() - i);
-                    self.acc[self.acc_len..self.acc_len + m].copy_from_slice(&pcm[i..i + m]);
-                    self.acc_len += m;
-                    i += m;
-                    send_frames(
-                        enc.as_mut(),
-                        &mut self.acc,
-                        &mut self.acc_len,
-                        &mut self.pkt,
-                        o,
-                        out,
-                    );
-                }
-            }
+            FrameOut::Frames(enc) => self.reframer.push(enc.as_mut(), pcm, o, out),
             FrameOut::G711 {
                 codec,
                 rs,
@@ -192,21 +172,7 @@ impl FrameStage {
     pub(super) fn flush<O: LegOutputs + ?Sized>(&mut self, o: &mut OutStream, out: &mut O) {
         match &mut self.out {
             FrameOut::Splice(s) => s.flush(o, out),
-            FrameOut::Frames(enc) => {
-                if self.acc_len > 0 {
-                    let whole = self.acc_len.div_ceil(120) * 120;
-                    self.acc[self.acc_len..whole].fill(0);
-                    self.acc_len = whole;
-                    send_frames(
-                        enc.as_mut(),
-                        &mut self.acc,
-                        &mut self.acc_len,
-                        &mut self.pkt,
-                        o,
-                        out,
-                    );
-                }
-            }
+            FrameOut::Frames(enc) => self.reframer.pad_out(enc.as_mut(), o, out),
             FrameOut::G711 {
                 codec, bytes, len, ..
             } => {
@@ -222,29 +188,80 @@ impl FrameStage {
     }
 }
 
-/// Encode and send every whole frame at the front of `acc`, keeping the remainder.
-pub(super) fn send_frames<O: LegOutputs + ?Sized>(
-    enc: &mut dyn FrameEncoder,
-    acc: &mut [i16],
-    acc_len: &mut usize,
-    pkt: &mut [u8],
-    o: &mut OutStream,
-    out: &mut O,
-) {
-    let mut start = 0;
-    while let Some(&f) = FRAME_SIZES
-        .iter()
-        .find(|&&f| f <= *acc_len - start && enc.frame_ok(f))
-    {
-        let frame = &acc[start..start + f];
-        match enc.encode(frame, pkt) {
-            Ok(len) => o.packet(&pkt[..len], f as u32, false, out),
-            // The encoder refused: the frame's time passes with no packet (a gap the
-            // receiver conceals), never with unmasked audio.
-            Err(_) => o.skip(f as u32),
+/// Masked samples on their way into whole encoder frames, and the packet they are encoded
+/// into. Allocated once; pushing never allocates.
+pub(super) struct Reframer {
+    acc: Box<[i16]>,
+    len: usize,
+    pkt: Box<[u8]>,
+}
+
+impl Reframer {
+    /// Room for `max_samples` beyond a longest frame, packets of up to `max_packet` bytes.
+    pub(super) fn new(max_samples: usize, max_packet: usize) -> Self {
+        Self {
+            acc: vec![0; max_samples + FRAME_SIZES[0]].into_boxed_slice(),
+            len: 0,
+            pkt: vec![0; max_packet].into_boxed_slice(),
         }
-        start += f;
     }
-    acc.copy_within(start..*acc_len, 0);
-    *acc_len -= start;
+
+    /// Queue `pcm` and send every whole frame `enc` accepts; the remainder waits.
+    pub(super) fn push<O: LegOutputs + ?Sized>(
+        &mut self,
+        enc: &mut dyn FrameEncoder,
+        pcm: &[i16],
+        o: &mut OutStream,
+        out: &mut O,
+    ) {
+        let mut i = 0;
+        while i < pcm.len() {
+            let m = (self.acc.len() - self.len).min(pcm.len() - i);
+            self.acc[self.len..self.len + m].copy_from_slice(&pcm[i..i + m]);
+            self.len += m;
+            i += m;
+            self.send_frames(enc, o, out);
+        }
+    }
+
+    /// Send what waits, padded with silence to the 2.5 ms grid every Opus frame size is on.
+    pub(super) fn pad_out<O: LegOutputs + ?Sized>(
+        &mut self,
+        enc: &mut dyn FrameEncoder,
+        o: &mut OutStream,
+        out: &mut O,
+    ) {
+        if self.len > 0 {
+            let step = FRAME_SIZES[FRAME_SIZES.len() - 1];
+            let whole = self.len.div_ceil(step) * step;
+            self.acc[self.len..whole].fill(0);
+            self.len = whole;
+            self.send_frames(enc, o, out);
+        }
+    }
+
+    /// Encode and send every whole frame at the front of the queue, keeping the remainder.
+    fn send_frames<O: LegOutputs + ?Sized>(
+        &mut self,
+        enc: &mut dyn FrameEncoder,
+        o: &mut OutStream,
+        out: &mut O,
+    ) {
+        let mut start = 0;
+        while let Some(&f) = FRAME_SIZES
+            .iter()
+            .find(|&&f| f <= self.len - start && enc.frame_ok(f))
+        {
+            let frame = &self.acc[start..start + f];
+            match enc.encode(frame, &mut self.pkt) {
+                Ok(len) => o.packet(&self.pkt[..len], f as u32, false, out),
+                // The encoder refused: the frame's time passes with no packet (a gap the
+                // receiver conceals), never with unmasked audio.
+                Err(_) => o.skip(f as u32),
+            }
+            start += f;
+        }
+        self.acc.copy_within(start..self.len, 0);
+        self.len -= start;
+    }
 }

@@ -39,7 +39,7 @@
 
 use crate::codec::FrameEncoder;
 
-use super::frames::{send_frames, FRAME_SIZES};
+use super::frames::Reframer;
 use super::leg::{LegOutputs, OutStream};
 
 /// Unchanged packets in a row after a splice before forwarding resumes: the first
@@ -95,10 +95,8 @@ pub struct Splicer {
     cur: Box<[i16]>,
     cur_len: usize,
     cur_equal: bool,
-    /// Masked samples waiting for a whole encoder frame.
-    acc: Box<[i16]>,
-    acc_len: usize,
-    pkt: Box<[u8]>,
+    /// Masked samples waiting for a whole splice-encoder frame.
+    reframer: Reframer,
     /// Replacing packets now (true from the start: the pipeline's initial silence is ours).
     spliced: bool,
     /// Unchanged packets in a row since the splice.
@@ -110,7 +108,7 @@ impl Splicer {
     /// A splicer for a pipeline of `delay` samples, caller packets of up to `max_samples`,
     /// replacing with `enc` (reset at each splice).
     pub fn new(enc: Box<dyn FrameEncoder>, delay: usize, max_samples: usize) -> Self {
-        let pkt = vec![0; enc.max_packet()].into_boxed_slice();
+        let reframer = Reframer::new(max_samples, enc.max_packet());
         Self {
             enc,
             history: vec![0; max_samples + delay + HISTORY_MARGIN].into_boxed_slice(),
@@ -130,9 +128,7 @@ impl Splicer {
             cur: vec![0; max_samples].into_boxed_slice(),
             cur_len: 0,
             cur_equal: true,
-            acc: vec![0; max_samples + FRAME_SIZES[0]].into_boxed_slice(),
-            acc_len: 0,
-            pkt,
+            reframer,
             spliced: true,
             clean: 0,
             stats: SpliceStats::default(),
@@ -237,6 +233,14 @@ impl Splicer {
                 (s.start, s.samples, s.len)
             };
             let end = start + samples as u64;
+            if pos >= end {
+                // Cannot happen (output never runs ahead of input); if it did, the slot is
+                // settled as ours rather than indexed past its end.
+                self.slots[self.head].len = 0;
+                self.flush_cur(o, out);
+                self.finish_slot(o, out);
+                continue;
+            }
             let m = ((end - pos) as usize).min(pcm.len() - i);
             let chunk = &pcm[i..i + m];
             if len > 0 {
@@ -339,39 +343,13 @@ impl Splicer {
             self.enc.reset();
             self.stats.splices += 1;
         }
-        let mut i = 0;
-        while i < pcm.len() {
-            let m = (self.acc.len() - self.acc_len).min(pcm.len() - i);
-            self.acc[self.acc_len..self.acc_len + m].copy_from_slice(&pcm[i..i + m]);
-            self.acc_len += m;
-            i += m;
-            send_frames(
-                self.enc.as_mut(),
-                &mut self.acc,
-                &mut self.acc_len,
-                &mut self.pkt,
-                o,
-                out,
-            );
-        }
+        self.reframer.push(self.enc.as_mut(), pcm, o, out);
     }
 
     /// Before forwarding resumes (or at the end), the encoder's partial frame goes out,
     /// padded with silence to the 2.5 ms grid every Opus frame size is on.
     fn pad_out<O: LegOutputs + ?Sized>(&mut self, o: &mut OutStream, out: &mut O) {
-        if self.acc_len > 0 {
-            let whole = self.acc_len.div_ceil(FRAME_SIZES[5]) * FRAME_SIZES[5];
-            self.acc[self.acc_len..whole].fill(0);
-            self.acc_len = whole;
-            send_frames(
-                self.enc.as_mut(),
-                &mut self.acc,
-                &mut self.acc_len,
-                &mut self.pkt,
-                o,
-                out,
-            );
-        }
+        self.reframer.pad_out(self.enc.as_mut(), o, out);
     }
 }
 
