@@ -1,7 +1,8 @@
 //! The frame-codec side of a caller leg (Opus): decoding each payload to 48 kHz PCM before the
 //! pipeline, deciding what a lost packet becomes, and turning the masked PCM back into
-//! downstream packets: Opus frames again, or G.711 at 8 kHz when the call asks for PCMU/PCMA
-//! downstream.
+//! downstream packets: the caller's own Opus packets where nothing was masked and ours around
+//! what was ([`Splicer`]), Opus re-encoded throughout, or G.711 at 8 kHz when the call asks
+//! for PCMU/PCMA downstream.
 //!
 //! Owns: the decoder and encoder states, the partial frame waiting for the encoder, and the
 //! 48 kHz to 8 kHz transcoding path.
