@@ -308,15 +308,28 @@ pub fn assert_pcmu_downstream_clean(
         assert_eq!(crate::gateway::parse(p).pt, 0, "downstream is PCMU only");
         lin.extend(p[12..].iter().map(|&c| tonewall::codec::ulaw_to_linear(c)));
     }
-    let secs = lin.len() as f64 / 8000.0;
+    assert_downstream_audio_clean(&lin, 8000, spans, slack_ms, min_secs)
+}
+
+/// Decoded downstream audio at `rate`: at least `min_secs` long, and neither multimon-ng nor
+/// our most sensitive detector (within `slack_ms` of a true tone) finds a digit in it.
+/// Returns its length in seconds.
+fn assert_downstream_audio_clean(
+    lin: &[i16],
+    rate: u32,
+    spans: &[(f64, f64)],
+    slack_ms: f64,
+    min_secs: f64,
+) -> f64 {
+    let secs = lin.len() as f64 / rate as f64;
     assert!(secs > min_secs, "downstream holds only {secs:.1} s");
     assert_eq!(
-        crate::common::multimon_digits_at(&lin, 8000).unwrap(),
+        crate::common::multimon_digits_at(lin, rate).unwrap(),
         "",
         "multimon-ng decoded digits downstream"
     );
     assert_eq!(
-        sensitive_hits_at_tones(&lin, 8000, spans, slack_ms),
+        sensitive_hits_at_tones(lin, rate, spans, slack_ms),
         0,
         "our most sensitive detector found a digit where a tone was, downstream"
     );
@@ -347,19 +360,7 @@ pub fn assert_opus_downstream_clean(
             .expect("downstream Opus decodes");
         lin.extend_from_slice(&pcm[..n]);
     }
-    let secs = lin.len() as f64 / 48_000.0;
-    assert!(secs > min_secs, "downstream holds only {secs:.1} s");
-    assert_eq!(
-        crate::common::multimon_digits_at(&lin, 48_000).unwrap(),
-        "",
-        "multimon-ng decoded digits downstream"
-    );
-    assert_eq!(
-        sensitive_hits_at_tones(&lin, 48_000, spans, slack_ms),
-        0,
-        "our most sensitive detector found a digit where a tone was, downstream"
-    );
-    secs
+    assert_downstream_audio_clean(&lin, 48_000, spans, slack_ms, min_secs)
 }
 
 /// The call's recording: stereo at `rate`, and multimon-ng decodes nothing from its masked
