@@ -3,23 +3,32 @@
 //! per call-second, packet loss, added latency percentiles and the gateway's memory over
 //! time.
 //!
-//! Each call is one UDP socket that is both the caller (it sends to the call's caller port)
-//! and the downstream leg (the call's `downstream` is the same socket), so the k-th packet
-//! back is the masked k-th packet sent and its latency is one subtraction.
+//! The generator must cost far less than the gateway it measures, or on a small machine it
+//! measures itself. So the media path is two plain threads and two sockets, not a task per
+//! call: one socket is every call's caller (a `sendmmsg` per 100 µs slot carries the packets
+//! of the calls whose turn it is), one is every call's downstream (a `recvmmsg` takes what
+//! arrived, each datagram stamped by the kernel). A packet's latency is the kernel's receive
+//! stamp minus the instant just before its batch was handed to the kernel, so it includes
+//! both kernel paths and never the generator's own scheduling on the way back.
 //!
 //! Owns: the load pattern and the measurement.
 //! Must never: run against anything but the gateway it was pointed at; hide loss (every
 //! packet sent and not received within the drain time counts as lost).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
+
+use super::metrics::process_usage;
+use super::udp_batch::{
+    realtime_ns, set_receive_buffer, set_send_buffer, BatchReceiver, BatchSender, BATCH,
+};
 
 use crate::codec::linear_to_ulaw;
 use crate::dtmf::Digit;
@@ -55,7 +64,8 @@ pub struct LoadReport {
     pub packets_lost: u64,
     /// Loss ratio.
     pub loss: f64,
-    /// Added latency (send to masked packet back), µs.
+    /// Added latency (caller packet handed to the kernel to the masked packet's kernel
+    /// receive stamp downstream), µs.
     pub latency_us_p50: u64,
     /// 99th percentile, µs.
     pub latency_us_p99: u64,
@@ -69,11 +79,13 @@ pub struct LoadReport {
     pub gateway_cpu_ms_per_call_second: f64,
     /// Gateway CPU use, as a share of one core.
     pub gateway_cores: f64,
+    /// The load generator's own CPU, as a share of one core (it shares the machine).
+    pub loadgen_cores: f64,
     /// Gateway resident memory at the start and end of the measured period, MiB, and the
     /// samples in between (every 10 s).
     pub gateway_rss_mib: Vec<f64>,
-    /// Sender ticks (1 ms each) that fell more than 5 ms behind schedule (load generator
-    /// saturation; the figures are then pessimistic).
+    /// Sender slots (100 µs each) that started more than 5 ms behind schedule (load
+    /// generator saturation; the figures are then pessimistic).
     pub late_ticks: u64,
 }
 
@@ -148,35 +160,39 @@ async fn gateway_usage(o: &LoadOptions) -> Option<(f64, f64)> {
     ))
 }
 
-struct CallState {
-    sock: UdpSocket,
+/// Packets of one call remembered by send time; a packet later than this many periods
+/// (2.56 s) is counted lost.
+const RING: usize = 128;
+const PERIOD: Duration = Duration::from_millis(20);
+/// Sender resolution: each call sends in its own 100 µs slot of the 20 ms period, so at
+/// 2,000 calls ten packets leave together, not a hundred (real phones are not in step, and
+/// a burst the generator makes would be measured as gateway queueing).
+const SLOT: Duration = Duration::from_micros(100);
+const SLOTS: u64 = 200;
+/// How often the receiver looks for masked packets.
+const RECEIVE_POLL: Duration = Duration::from_micros(500);
+
+/// A call as the generator sees it.
+struct LoadCall {
     id: String,
     /// The call's caller port on the gateway.
     to: SocketAddr,
-    /// Packet period (20 ms) at which this call starts (ramp).
-    start_tick: u64,
-    /// Offset of this call's packets within each 20 ms period, ms. Real calls are not in
-    /// step; sending every call's packet in the same instant would measure a queue the
-    /// load generator made, not the gateway.
-    phase: u64,
-    /// Send instants of the packets, by packet index modulo the ring size; `None` for
-    /// packets sent outside the measured period.
-    sent_at: Mutex<Vec<Option<Instant>>>,
+    /// The gateway port its masked packets come from.
+    from_port: u16,
+    /// Packet period at which this call starts (ramp).
+    start_period: u64,
+    /// Its slot within each 20 ms period.
+    slot: u64,
 }
 
-const RING: usize = 256;
-const TICK: Duration = Duration::from_millis(20);
-/// Sender resolution: each call sends in its own 1 ms slot of the 20 ms period.
-const SLOT: Duration = Duration::from_millis(1);
-const SLOTS: u64 = 20;
-
-async fn create_call(o: &LoadOptions, i: usize, ramp_ticks: u64) -> Result<CallState, String> {
-    let sock = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let me = sock.local_addr().map_err(|e| e.to_string())?;
+async fn create_call(
+    o: &LoadOptions,
+    i: usize,
+    downstream: SocketAddr,
+    ramp_periods: u64,
+) -> Result<LoadCall, String> {
     let body = format!(
-        r#"{{"downstream":"{me}","lookahead_ms":{},"sinks":{{"recording":false}},"call_id":"load-{}-{i}"}}"#,
+        r#"{{"downstream":"{downstream}","lookahead_ms":{},"sinks":{{"recording":false}},"call_id":"load-{}-{i}"}}"#,
         o.lookahead_ms,
         std::process::id()
     );
@@ -187,150 +203,229 @@ async fn create_call(o: &LoadOptions, i: usize, ramp_ticks: u64) -> Result<CallS
         return Err(format!("creating call {i}: HTTP {code} {}", resp.trim()));
     }
     let v: serde_json::Value = serde_json::from_str(&resp).map_err(|e| e.to_string())?;
-    let to: SocketAddr = v["caller_rtp"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or("no caller_rtp in the answer")?;
-    Ok(CallState {
-        sock,
+    let addr = |k: &str| -> Result<SocketAddr, String> {
+        v[k].as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no {k} in the answer"))
+    };
+    Ok(LoadCall {
         id: v["call_id"].as_str().unwrap_or_default().to_owned(),
-        to,
-        start_tick: ramp_ticks * i as u64 / o.calls.max(1) as u64,
-        phase: (i as u64 * 7) % SLOTS,
-        sent_at: Mutex::new(vec![None; RING]),
+        to: addr("caller_rtp")?,
+        from_port: addr("downstream_rtp")?.port(),
+        start_period: ramp_periods * i as u64 / o.calls.max(1) as u64,
+        // 67 is prime to 200: consecutive calls land far apart and every slot is used.
+        slot: (i as u64 * 67) % SLOTS,
     })
 }
 
-/// Receive one call's masked packets until 3 s pass without one; time each against its
-/// send instant.
-async fn receive(
-    c: Arc<CallState>,
-    hist: Arc<Mutex<Histogram<u64>>>,
-    received: Arc<AtomicU64>,
-    first_wait: Duration,
-) {
-    let mut buf = [0u8; 2048];
-    let mut first: Option<u16> = None;
-    let Ok(mut local) = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
-        return;
-    };
-    // The call's first packet may be a whole ramp away; after that, 3 s of silence means
-    // the gateway is done with it.
-    let mut wait = first_wait;
-    while let Ok(Ok(len)) = tokio::time::timeout(wait, c.sock.recv(&mut buf)).await {
-        wait = Duration::from_secs(3);
+/// State the sender and receiver threads share: the send time of every packet in flight,
+/// by call and packet index modulo [`RING`] (0: not measured).
+struct Shared {
+    sent_ns: Vec<AtomicU64>,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    sent: AtomicU64,
+    late_slots: AtomicU64,
+}
+
+impl Shared {
+    fn slot(&self, call: usize, k: u64) -> &AtomicU64 {
+        &self.sent_ns[call * RING + (k as usize % RING)]
+    }
+}
+
+/// The sender thread: every 100 µs, the calls of that slot send their next packet, all in
+/// one `sendmmsg`, stamped just before it (so a packet's latency includes the kernel's
+/// send path, never less than the gateway's share).
+fn send_loop(sock: UdpSocket, calls: Arc<Vec<LoadCall>>, sh: Arc<Shared>, audio: Vec<[u8; 160]>) {
+    let mut by_slot: Vec<Vec<usize>> = vec![Vec::new(); SLOTS as usize];
+    for (i, c) in calls.iter().enumerate() {
+        by_slot[c.slot as usize].push(i);
+    }
+    let mut batch = BatchSender::new();
+    let mut idx: Vec<usize> = Vec::with_capacity(BATCH);
+    let t0 = Instant::now();
+    let mut n: u64 = 0;
+    while !sh.stop.load(Ordering::Relaxed) {
+        let due = t0 + SLOT * n as u32;
         let now = Instant::now();
-        let Ok(p) = rtp_types::RtpPacket::parse(&buf[..len]) else {
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > Duration::from_millis(5) {
+            sh.late_slots.fetch_add(1, Ordering::Relaxed);
+        }
+        let measuring = sh.measuring.load(Ordering::Relaxed);
+        let period = n / SLOTS;
+        let mut list = by_slot[(n % SLOTS) as usize].iter().peekable();
+        while list.peek().is_some() {
+            idx.clear();
+            for &ci in list.by_ref() {
+                let c = &calls[ci];
+                let Some(k) = period.checked_sub(c.start_period) else {
+                    continue;
+                };
+                let payload = &audio[k as usize % audio.len()];
+                let built = batch.push(c.to, |buf| {
+                    rtp_types::RtpPacketBuilder::new()
+                        .payload_type(0)
+                        .marker_bit(k == 0)
+                        .sequence_number(k as u16)
+                        .timestamp((k as u32).wrapping_mul(160))
+                        .ssrc(0x5eed_0000 + ci as u32)
+                        .payload(payload.as_slice())
+                        .write_into(buf)
+                        .ok()
+                });
+                if built.is_ok() {
+                    idx.push(ci);
+                }
+                if batch.is_full() {
+                    break;
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let at = if measuring { realtime_ns() } else { 0 };
+            for &ci in &idx {
+                let k = period - calls[ci].start_period;
+                sh.slot(ci, k).store(at, Ordering::Relaxed);
+            }
+            if measuring {
+                sh.sent.fetch_add(idx.len() as u64, Ordering::Relaxed);
+            }
+            let _ = batch.flush(&sock);
+        }
+        n += 1;
+    }
+}
+
+/// The receiver thread: takes every masked packet off the one downstream socket, finds its
+/// call by the gateway port it came from, and times it from send to kernel receive. Stops
+/// once asked to and nothing has arrived for `drain`.
+fn receive_loop(
+    sock: UdpSocket,
+    calls: Arc<Vec<LoadCall>>,
+    sh: Arc<Shared>,
+    drain: Duration,
+) -> Result<(Histogram<u64>, u64), String> {
+    let mut by_port = vec![u32::MAX; 65_536];
+    for (i, c) in calls.iter().enumerate() {
+        by_port[c.from_port as usize] = i as u32;
+    }
+    let mut first: Vec<Option<u16>> = vec![None; calls.len()];
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut received = 0u64;
+    let mut rx =
+        BatchReceiver::new(&sock, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+    let mut quiet_since: Option<Instant> = None;
+    loop {
+        // Poll rather than block: a blocked receiver is a thread the gateway's every send
+        // must wake (a cross-core wake-up that costs the gateway more than the send), while
+        // the kernel's receive stamps keep the figures exact however late we look.
+        let n = rx.recv(&sock, false).map_err(|e| format!("receive: {e}"))?;
+        if n < BATCH {
+            std::thread::sleep(RECEIVE_POLL);
+        }
+        if n == 0 && sh.stop.load(Ordering::Relaxed) {
+            let q = *quiet_since.get_or_insert_with(Instant::now);
+            if q.elapsed() >= drain {
+                break;
+            }
             continue;
-        };
-        // One masked packet comes back per packet sent, in order, with the gateway's own
-        // contiguous sequence numbers: the k-th back is the k-th sent.
-        let f = *first.get_or_insert(p.sequence_number());
-        let k = p.sequence_number().wrapping_sub(f) as usize;
-        let t = c.sent_at.lock().ok().and_then(|mut s| s[k % RING].take());
-        if let Some(t) = t {
-            let _ = local.record(now.duration_since(t).as_micros().max(1) as u64);
-            received.fetch_add(1, Ordering::Relaxed);
+        }
+        if n > 0 {
+            quiet_since = None;
+        }
+        for i in 0..n {
+            let Some((m, bytes)) = rx.get(i) else {
+                continue;
+            };
+            let Some(&ci) = by_port.get(m.from.port() as usize) else {
+                continue;
+            };
+            if ci == u32::MAX {
+                continue;
+            }
+            let Ok(p) = rtp_types::RtpPacket::parse(bytes) else {
+                continue;
+            };
+            // One masked packet comes back per packet sent, in order, with the gateway's
+            // own contiguous sequence numbers: the k-th back is the k-th sent.
+            let f = *first[ci as usize].get_or_insert(p.sequence_number());
+            let k = p.sequence_number().wrapping_sub(f) as u64;
+            let sent = sh.slot(ci as usize, k).swap(0, Ordering::Relaxed);
+            if sent == 0 {
+                continue;
+            }
+            let at = if m.at_ns != 0 { m.at_ns } else { realtime_ns() };
+            let _ = hist.record((at.saturating_sub(sent) / 1000).max(1));
+            received += 1;
         }
     }
-    if let Ok(mut g) = hist.lock() {
-        let _ = g.add(&local);
+    Ok((hist, received))
+}
+
+async fn end_calls(o: &LoadOptions, calls: &[LoadCall]) {
+    for c in calls {
+        let path = format!("/v1/calls/{}", c.id);
+        let _ = http(o.api, o.token.as_deref(), "DELETE", &path, "").await;
     }
 }
 
 /// Run the load and report.
 pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
-    let audio = Arc::new(payloads());
-    let ramp_ticks = o.ramp_seconds * 1000 / TICK.as_millis() as u64;
+    let audio = payloads();
+    let ramp_periods = o.ramp_seconds * 1000 / PERIOD.as_millis() as u64;
+    // One socket is every call's caller (the gateway latches each call onto it), one is
+    // every call's downstream: two batched system calls stand for thousands of phones.
+    let tx = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let rx = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let _ = set_send_buffer(&tx, 4 << 20);
+    let _ = set_receive_buffer(&rx, 32 << 20);
+    let downstream = rx.local_addr().map_err(|e| e.to_string())?;
     let mut calls = Vec::with_capacity(o.calls);
     for i in 0..o.calls {
-        calls.push(Arc::new(create_call(&o, i, ramp_ticks).await?));
-    }
-    let hist = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-    ));
-    let received = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let late_ticks = Arc::new(AtomicU64::new(0));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let receivers: Vec<_> = calls
-        .iter()
-        .map(|c| {
-            let first_wait = Duration::from_secs(o.ramp_seconds + 5);
-            tokio::spawn(receive(
-                c.clone(),
-                hist.clone(),
-                received.clone(),
-                first_wait,
-            ))
-        })
-        .collect();
-
-    // Senders: a few tasks, each pacing a slice of the calls every 20 ms, each call in its
-    // own millisecond of the period.
-    let senders = 4.min(o.calls.max(1));
-    let per = o.calls.div_ceil(senders).max(1);
-    let mut send_tasks = Vec::new();
-    for chunk in calls.chunks(per) {
-        let chunk = chunk.to_vec();
-        let audio = audio.clone();
-        let sent = sent.clone();
-        let late = late_ticks.clone();
-        let measuring = measuring.clone();
-        let stop = stop.clone();
-        send_tasks.push(tokio::spawn(async move {
-            let mut by_slot: Vec<Vec<(usize, Arc<CallState>)>> = vec![Vec::new(); SLOTS as usize];
-            for (j, c) in chunk.into_iter().enumerate() {
-                by_slot[c.phase as usize].push((j, c));
+        match create_call(&o, i, downstream, ramp_periods).await {
+            Ok(c) => calls.push(c),
+            Err(e) => {
+                // Leave the gateway as we found it.
+                end_calls(&o, &calls).await;
+                return Err(e);
             }
-            let mut tick = tokio::time::interval(SLOT);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut pkt = [0u8; 256];
-            let mut slot: u64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let due = tick.tick().await;
-                if due.elapsed() > Duration::from_millis(5) {
-                    late.fetch_add(1, Ordering::Relaxed);
-                }
-                let m = measuring.load(Ordering::Relaxed);
-                let period = slot / SLOTS;
-                for (j, c) in &by_slot[(slot % SLOTS) as usize] {
-                    let Some(i) = period.checked_sub(c.start_tick) else {
-                        continue;
-                    };
-                    let payload = &audio[i as usize % audio.len()];
-                    let Ok(n) = rtp_types::RtpPacketBuilder::new()
-                        .payload_type(0)
-                        .marker_bit(i == 0)
-                        .sequence_number(i as u16)
-                        .timestamp((i as u32).wrapping_mul(160))
-                        .ssrc(0x5eed_0000 + *j as u32)
-                        .payload(payload.as_slice())
-                        .write_into(&mut pkt)
-                    else {
-                        continue;
-                    };
-                    if let Ok(mut s) = c.sent_at.lock() {
-                        s[i as usize % RING] = m.then(Instant::now);
-                    }
-                    if m {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let _ = c.sock.send_to(&pkt[..n], c.to).await;
-                }
-                slot += 1;
-            }
-        }));
+        }
     }
+    let calls = Arc::new(calls);
+    let sh = Arc::new(Shared {
+        sent_ns: (0..calls.len() * RING).map(|_| AtomicU64::new(0)).collect(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        late_slots: AtomicU64::new(0),
+    });
+    let receiver = {
+        let (calls, sh) = (calls.clone(), sh.clone());
+        std::thread::Builder::new()
+            .name("loadgen-rx".into())
+            .spawn(move || receive_loop(rx, calls, sh, Duration::from_secs(3)))
+            .map_err(|e| e.to_string())?
+    };
+    let sender = {
+        let (calls, sh) = (calls.clone(), sh.clone());
+        std::thread::Builder::new()
+            .name("loadgen-tx".into())
+            .spawn(move || send_loop(tx, calls, sh, audio))
+            .map_err(|e| e.to_string())?
+    };
 
     // Ramp, then measure.
     tokio::time::sleep(Duration::from_secs(o.ramp_seconds) + Duration::from_secs(1)).await;
     let t0 = Instant::now();
     let (cpu0, rss0) = gateway_usage(&o).await.unwrap_or((0.0, 0.0));
+    let own0 = process_usage().map(|u| u.0).unwrap_or(0.0);
     let mut rss = vec![rss0];
-    measuring.store(true, Ordering::Relaxed);
+    sh.measuring.store(true, Ordering::Relaxed);
     let end = t0 + Duration::from_secs(o.seconds);
     while Instant::now() < end {
         let left = end.saturating_duration_since(Instant::now());
@@ -339,29 +434,18 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
             rss.push(r);
         }
     }
-    measuring.store(false, Ordering::Relaxed);
+    sh.measuring.store(false, Ordering::Relaxed);
     let (cpu1, _) = gateway_usage(&o).await.unwrap_or((0.0, 0.0));
+    let own1 = process_usage().map(|u| u.0).unwrap_or(0.0);
     let secs = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in send_tasks {
-        let _ = t.await;
-    }
-    for c in &calls {
-        let _ = http(
-            o.api,
-            o.token.as_deref(),
-            "DELETE",
-            &format!("/v1/calls/{}", c.id),
-            "",
-        )
-        .await;
-    }
-    for t in receivers {
-        let _ = t.await;
-    }
-    let h = hist.lock().map_err(|_| "histogram lock")?;
-    let sent = sent.load(Ordering::Relaxed);
-    let got = received.load(Ordering::Relaxed);
+    sh.stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || sender.join()).await;
+    end_calls(&o, &calls).await;
+    let (h, got) = tokio::task::spawn_blocking(move || receiver.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "receiver thread panicked".to_owned())??;
+    let sent = sh.sent.load(Ordering::Relaxed);
     let cpu = cpu1 - cpu0;
     Ok(LoadReport {
         calls: o.calls,
@@ -380,7 +464,8 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
         lookahead_ms: o.lookahead_ms,
         gateway_cpu_ms_per_call_second: cpu * 1000.0 / (o.calls as f64 * secs),
         gateway_cores: cpu / secs,
+        loadgen_cores: (own1 - own0) / secs,
         gateway_rss_mib: rss,
-        late_ticks: late_ticks.load(Ordering::Relaxed),
+        late_ticks: sh.late_slots.load(Ordering::Relaxed),
     })
 }

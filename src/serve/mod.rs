@@ -12,6 +12,7 @@ pub mod events;
 pub mod loadgen;
 pub mod metrics;
 pub mod sinks;
+pub mod udp_batch;
 #[cfg(feature = "whip")]
 pub mod whip;
 
