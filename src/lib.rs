@@ -50,8 +50,8 @@
 //! assert_eq!(sinks.secure[0].digit.expose().to_char(), '7');
 //! ```
 
-// `unsafe` is denied everywhere but in `serve::udp_batch` (batched UDP system calls for the
-// load generator), which allows it for its libc calls alone.
+// `unsafe` is denied everywhere but in `serve::sys` (Linux system calls std does not
+// wrap), which allows it for its libc calls alone.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -99,6 +99,10 @@ pub struct LoadgenArgs {
     /// Look-ahead of each call, ms.
     #[arg(long, default_value_t = 20)]
     lookahead_ms: u32,
+    /// SCHED_FIFO priority of the sender thread (0: ordinary scheduling); use it when the
+    /// gateway's media threads run at real-time priority on the same machine.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=99))]
+    realtime_priority: u8,
 }
 
 /// Run the load generator and print its report as JSON.
@@ -116,6 +120,7 @@ pub fn loadgen(args: LoadgenArgs) -> Result<(), CliError> {
         seconds: args.seconds,
         ramp_seconds: args.ramp_seconds,
         lookahead_ms: args.lookahead_ms,
+        realtime_priority: args.realtime_priority,
     };
     let report = rt
         .block_on(tonewall::serve::loadgen::run(opts))

@@ -22,13 +22,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::call::{
-    bind_pair, Call, CallSockets, CallSpec, CallStatus, Control, EventEmitter, IngestPacket,
-    CALLER_CHANNEL,
+    bind_pair, Call, CallControl, CallSockets, CallSpec, CallStatus, Control, EventEmitter,
+    IngestPacket, CALLER_CHANNEL,
 };
 use super::config::ServeConfig;
 use super::events::{CallEvent, EventBody, EventEnvelope};
 use super::metrics::Metrics;
 use super::sinks::CallSinks;
+use super::worker::MediaThreads;
 use crate::capture::CaptureConfig;
 use crate::codec::Codec;
 use crate::dtmf::Digit;
@@ -36,7 +37,7 @@ use crate::rtp::{CallerLeg, LegConfig};
 
 /// A registered call as the API sees it.
 struct CallEntry {
-    ctrl: mpsc::Sender<Control>,
+    ctrl: CallControl,
     events: broadcast::Sender<EventEnvelope>,
 }
 
@@ -50,6 +51,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     closing: std::sync::atomic::AtomicBool,
     tasks: task_count::TaskCount,
+    media: MediaThreads,
 }
 
 /// Counts running call tasks so shutdown can wait for their sinks to flush.
@@ -95,9 +97,15 @@ mod task_count {
 
 impl AppState {
     /// State for a server with `cfg`.
-    pub fn new(cfg: ServeConfig) -> Arc<Self> {
+    pub fn new(cfg: ServeConfig) -> std::io::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::default());
-        Arc::new(Self {
+        let media = MediaThreads::start(
+            cfg.server.media_threads,
+            Duration::from_micros(cfg.server.media_tick_us),
+            cfg.server.media_priority,
+        )?;
+        Ok(Arc::new(Self {
+            media,
             port_cursor: Mutex::new(cfg.server.rtp_port_min),
             cfg,
             calls: Mutex::new(HashMap::new()),
@@ -105,7 +113,7 @@ impl AppState {
             metrics,
             closing: Default::default(),
             tasks: Default::default(),
-        })
+        }))
     }
 
     /// End every call (reason `shutdown`) and wait until their sinks are flushed.
@@ -126,7 +134,7 @@ impl AppState {
         self.calls.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn entry(&self, id: &str) -> Option<(mpsc::Sender<Control>, broadcast::Sender<EventEnvelope>)> {
+    fn entry(&self, id: &str) -> Option<(CallControl, broadcast::Sender<EventEnvelope>)> {
         let calls = self.calls.lock().ok()?;
         calls.get(id).map(|e| (e.ctrl.clone(), e.events.clone()))
     }
@@ -470,7 +478,7 @@ pub(super) fn start_call(
             }
         }
     };
-    let local = |s: &tokio::net::UdpSocket| s.local_addr().map_err(|e| bad(e.to_string()));
+    let local = |s: &mio::net::UdpSocket| s.local_addr().map_err(|e| bad(e.to_string()));
     let created = Created {
         call_id: id.clone(),
         caller_rtp: local(&socks.caller_rtp)?,
@@ -502,7 +510,7 @@ pub(super) fn start_call(
         media_timeout,
         sinks,
     };
-    let mut call = Call::new(
+    let mut call = Box::new(Call::new(
         spec,
         socks,
         leg,
@@ -510,28 +518,53 @@ pub(super) fn start_call(
         emitter,
         st.metrics.clone(),
         ctrl_rx,
-    );
+    ));
     if let Some((packets, spent)) = ingest {
-        call = call.with_ingest(packets, spent);
+        call = Box::new(call.with_ingest(packets, spent));
     }
+    let (thread, nudge) = st.media.pick();
     if let Ok(mut calls) = st.calls.lock() {
         calls.insert(
             id.clone(),
             CallEntry {
-                ctrl: ctrl_tx,
+                ctrl: CallControl::new(ctrl_tx, nudge),
                 events: ev_tx,
             },
         );
     }
     st.metrics.calls_created.fetch_add(1, Ordering::Relaxed);
+    let ended = match st.media.run(thread, call) {
+        Ok(rx) => rx,
+        Err(_) => {
+            if let Ok(mut calls) = st.calls.lock() {
+                calls.remove(&id);
+            }
+            st.metrics.calls_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "media threads busy".into(),
+            ));
+        }
+    };
     let guard = st.tasks.enter();
     let st2 = st.clone();
+    let call_id = id.clone();
     tokio::spawn(async move {
-        let status = call.run().await;
-        if let Ok(mut calls) = st2.calls.lock() {
-            calls.remove(&status.call_id);
+        // The media thread hands the call back when it ends; flushing its sinks awaits, so
+        // it happens here on the runtime.
+        match ended.await {
+            Ok(Some((call, ending))) => {
+                let status = call.finish(ending).await;
+                tracing::info!(call_id = %status.call_id, reason = ?status.ended, "call ended");
+            }
+            _ => {
+                st2.metrics.calls_ended.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(call_id = %call_id, "call ended without a flush (media fault)");
+            }
         }
-        tracing::info!(call_id = %status.call_id, reason = ?status.ended, "call ended");
+        if let Ok(mut calls) = st2.calls.lock() {
+            calls.remove(&call_id);
+        }
         drop(guard);
     });
     tracing::info!(call_id = %id, caller_rtp = %created.caller_rtp, "call created");

@@ -1,7 +1,8 @@
 //! One call: its four UDP sockets (RTP and RTCP facing the caller and facing downstream), the
 //! sans-IO [`CallerLeg`] that masks the caller's audio, its sinks, and the control messages
-//! the API sends it. Each call is one tokio task, so calls never share a lock on the media
-//! path.
+//! the API sends it. A media thread ([`super::worker`]) owns the call outright while it
+//! runs and drives it through the `on_*`/`take_*` methods here, so calls never share a lock
+//! on the media path; the end of a call (flushing sinks) runs on the tokio runtime.
 //!
 //! Owns: symmetric-RTP latching, relaying in both directions, driving the leg's timers, the
 //! media timeout, and turning core outputs into packets, sink frames and event envelopes.
@@ -13,12 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mio::net::UdpSocket;
 use serde::Serialize;
-use std::future::Future;
-use std::task::Poll;
-use tokio::net::UdpSocket;
-
-use tokio::io::ReadBuf;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::events::{CallEvent, EndReason, EventBody, EventEnvelope};
@@ -54,7 +52,7 @@ pub struct CallSpec {
     pub sinks: SinkSettings,
 }
 
-/// The four sockets of a call.
+/// The four sockets of a call (non-blocking; the media thread polls them).
 pub struct CallSockets {
     /// RTP from/to the caller.
     pub caller_rtp: UdpSocket,
@@ -66,7 +64,79 @@ pub struct CallSockets {
     pub down_rtcp: UdpSocket,
 }
 
-/// A control message from the API to a call task.
+impl CallSockets {
+    /// The sockets in [`Port`] order.
+    pub fn all_mut(&mut self) -> [&mut UdpSocket; 4] {
+        [
+            &mut self.caller_rtp,
+            &mut self.down_rtp,
+            &mut self.caller_rtcp,
+            &mut self.down_rtcp,
+        ]
+    }
+
+    fn get(&self, p: Port) -> &UdpSocket {
+        match p {
+            Port::CallerRtp => &self.caller_rtp,
+            Port::DownRtp => &self.down_rtp,
+            Port::CallerRtcp => &self.caller_rtcp,
+            Port::DownRtcp => &self.down_rtcp,
+        }
+    }
+}
+
+/// Which of a call's sockets a datagram arrives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// RTP from the caller.
+    CallerRtp = 0,
+    /// RTP back from downstream.
+    DownRtp = 1,
+    /// RTCP from the caller.
+    CallerRtcp = 2,
+    /// RTCP back from downstream.
+    DownRtcp = 3,
+}
+
+impl Port {
+    /// The port of index `i` in [`CallSockets::all_mut`] order.
+    pub fn from_index(i: usize) -> Self {
+        match i & 3 {
+            0 => Port::CallerRtp,
+            1 => Port::DownRtp,
+            2 => Port::CallerRtcp,
+            _ => Port::DownRtcp,
+        }
+    }
+}
+
+/// How the API reaches a running call: the control queue, and the flag that tells the
+/// call's media thread to look at its calls' queues on its next tick (so the thread never
+/// polls thousands of idle queues).
+#[derive(Clone)]
+pub struct CallControl {
+    tx: mpsc::Sender<Control>,
+    nudge: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CallControl {
+    /// A handle over `tx` that raises `nudge` after each message.
+    pub fn new(tx: mpsc::Sender<Control>, nudge: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self { tx, nudge }
+    }
+
+    /// Queue `c` for the call; fails when the call has ended.
+    pub async fn send(&self, c: Control) -> Result<(), ()> {
+        self.tx.send(c).await.map_err(|_| ())?;
+        self.nudge.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Why a call stops, with the API's reply channel when the API ended it.
+pub type Ending = (EndReason, Option<oneshot::Sender<CallStatus>>);
+
+/// A control message from the API to a call.
 pub enum Control {
     /// Open a capture window now.
     OpenCapture {
@@ -125,19 +195,6 @@ impl Default for IngestPacket {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// What woke a call's task.
-enum Wake {
-    /// A datagram on socket `.0` (caller RTP, downstream RTP, caller RTCP, downstream RTCP)
-    /// of `.1` bytes from `.2`.
-    Datagram(usize, usize, SocketAddr),
-    /// A control message, or `None` when every sender is gone.
-    Control(Option<Control>),
-    /// The leg's timer or the media-timeout check.
-    Timer,
-    /// A caller packet from the in-process transport, or `None` when it hung up.
-    Ingest(Option<Box<IngestPacket>>),
 }
 
 /// What `GET /v1/calls/{id}` shows.
@@ -288,7 +345,7 @@ impl PacketQueue {
 /// Send without waiting: a full socket buffer drops the packet (counted) rather than
 /// stalling every other packet of the call.
 fn send(sock: &UdpSocket, p: &[u8], to: SocketAddr, metrics: &Metrics) {
-    if sock.try_send_to(p, to).is_err() {
+    if sock.send_to(p, to).is_err() {
         metrics.send_errors.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -551,7 +608,7 @@ impl Call {
         let Some(caller) = self.caller_addr else {
             return;
         };
-        if self.socks.caller_rtp.try_send_to(buf, caller).is_err() {
+        if self.socks.caller_rtp.send_to(buf, caller).is_err() {
             self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.return_packets += 1;
@@ -581,7 +638,7 @@ impl Call {
         }
         self.caller_rtcp_addr = Some(from);
         let to = next_port(self.spec.downstream);
-        if self.socks.down_rtcp.try_send_to(buf, to).is_err() {
+        if self.socks.down_rtcp.send_to(buf, to).is_err() {
             self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         }
         self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
@@ -589,7 +646,7 @@ impl Call {
 
     fn on_down_rtcp(&mut self, buf: &[u8]) {
         if let Some(to) = self.caller_rtcp_addr {
-            if self.socks.caller_rtcp.try_send_to(buf, to).is_err() {
+            if self.socks.caller_rtcp.send_to(buf, to).is_err() {
                 self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
             }
             self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
@@ -644,85 +701,89 @@ impl Call {
         }
     }
 
-    /// Drive the call until it is ended by the API, by the media timeout or by shutdown.
-    /// Returns the final status after the sinks were flushed.
-    ///
-    /// The loop polls its sources by hand rather than with `select!`: that would build and
-    /// drop a receive future per socket on every packet, and the drop takes a lock in
-    /// tokio's I/O driver; `poll_recv_from` keeps one waker slot per socket instead.
-    pub async fn run(mut self) -> CallStatus {
-        let mut bufs = [[0u8; MAX_DATAGRAM]; 4];
-        let timer = tokio::time::sleep_until(self.next_deadline().into());
-        tokio::pin!(timer);
-        let (reason, reply) = loop {
-            // Re-arming a timer costs a trip into the timer wheel: only when it moved.
-            let deadline = tokio::time::Instant::from_std(self.next_deadline());
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+    /// Read up to `budget` datagrams queued on socket `port` and handle each; true when the
+    /// socket is drained (the next read would block), false when the budget ran out first.
+    pub fn on_readable(&mut self, port: Port, buf: &mut [u8], budget: usize) -> bool {
+        for _ in 0..budget {
+            match self.socks.get(port).recv_from(buf) {
+                Ok((n, from)) => {
+                    let b = &buf[..n];
+                    match port {
+                        Port::CallerRtp => self.on_caller_rtp(b, from),
+                        Port::DownRtp => self.on_down_rtp(b),
+                        Port::CallerRtcp => self.on_caller_rtcp(b, from),
+                        Port::DownRtcp => self.on_down_rtcp(b),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                // ICMP errors surface on the next receive; the socket stays usable, and the
+                // error used up one read of the budget so a storm of them cannot spin.
+                Err(_) => {}
             }
-            let socks = &self.socks;
-            let ctrl = &mut self.ctrl;
-            let ingest = &mut self.ingest;
-            let wake = std::future::poll_fn(|cx| {
-                // Control and timers first: a caller flooding its port must not starve them.
-                if let Poll::Ready(m) = ctrl.poll_recv(cx) {
-                    return Poll::Ready(Wake::Control(m));
-                }
-                if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                if let Some(rx) = ingest.as_mut() {
-                    if let Poll::Ready(p) = rx.poll_recv(cx) {
-                        return Poll::Ready(Wake::Ingest(p));
-                    }
-                }
-                let sockets = [
-                    &socks.caller_rtp,
-                    &socks.down_rtp,
-                    &socks.caller_rtcp,
-                    &socks.down_rtcp,
-                ];
-                for (i, (sock, buf)) in sockets.iter().zip(bufs.iter_mut()).enumerate() {
-                    let mut rb = ReadBuf::new(buf);
-                    match sock.poll_recv_from(cx, &mut rb) {
-                        Poll::Ready(Ok(from)) => {
-                            return Poll::Ready(Wake::Datagram(i, rb.filled().len(), from))
-                        }
-                        // ICMP errors surface on the next receive; the socket stays usable.
-                        Poll::Ready(Err(_)) => cx.waker().wake_by_ref(),
-                        Poll::Pending => {}
-                    }
-                }
-                Poll::Pending
-            });
-            match wake.await {
-                Wake::Datagram(0, n, from) => self.on_caller_rtp(&bufs[0][..n], from),
-                Wake::Datagram(1, n, _) => self.on_down_rtp(&bufs[1][..n]),
-                Wake::Datagram(2, n, from) => self.on_caller_rtcp(&bufs[2][..n], from),
-                Wake::Datagram(_, n, _) => self.on_down_rtcp(&bufs[3][..n]),
-                Wake::Ingest(Some(p)) => self.on_ingest(p),
-                Wake::Ingest(None) => break (EndReason::PeerClosed, None),
-                Wake::Control(Some(Control::Shutdown)) => break (EndReason::Shutdown, None),
-                Wake::Control(Some(m)) => {
+        }
+        false
+    }
+
+    /// Apply the control messages queued for the call; `Some` when one of them ends it
+    /// (or every handle to it is gone, so nobody could end it any more).
+    pub fn take_control(&mut self) -> Option<Ending> {
+        loop {
+            match self.ctrl.try_recv() {
+                Ok(Control::Shutdown) => return Some((EndReason::Shutdown, None)),
+                Ok(m) => {
                     if let Some(reply) = self.on_control(m) {
-                        break (EndReason::Api, Some(reply));
+                        return Some((EndReason::Api, Some(reply)));
                     }
                 }
-                // Every handle is gone: nobody can end the call any more, so end it now.
-                Wake::Control(None) => break (EndReason::Shutdown, None),
-                Wake::Timer => {
-                    let now = Instant::now();
-                    if now >= self.timeout_check {
-                        let due = self.last_caller + self.spec.media_timeout;
-                        if now >= due {
-                            break (EndReason::MediaTimeout, None);
-                        }
-                        self.timeout_check = due;
-                    }
-                    self.on_timer();
-                }
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => return Some((EndReason::Shutdown, None)),
             }
-        };
+        }
+    }
+
+    /// The call's sockets (for the media thread to register).
+    pub fn sockets_mut(&mut self) -> &mut CallSockets {
+        &mut self.socks
+    }
+
+    /// Whether caller packets come from an in-process transport.
+    pub fn has_ingest(&self) -> bool {
+        self.ingest.is_some()
+    }
+
+    /// Handle the packets the in-process transport queued; `Some` when it hung up.
+    pub fn take_ingest(&mut self) -> Option<EndReason> {
+        loop {
+            let p = match self.ingest.as_mut()?.try_recv() {
+                Ok(p) => p,
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => return Some(EndReason::PeerClosed),
+            };
+            self.on_ingest(p);
+        }
+    }
+
+    /// When [`on_deadline`](Self::on_deadline) is next due.
+    pub fn deadline(&self) -> Instant {
+        self.next_deadline()
+    }
+
+    /// The deadline passed: run the leg's timers, or end the call when the caller has been
+    /// silent for the media timeout.
+    pub fn on_deadline(&mut self, now: Instant) -> Option<EndReason> {
+        if now >= self.timeout_check {
+            let due = self.last_caller + self.spec.media_timeout;
+            if now >= due {
+                return Some(EndReason::MediaTimeout);
+            }
+            self.timeout_check = due;
+        }
+        self.on_timer();
+        None
+    }
+
+    /// Finish the call: flush the leg, emit `call_ended`, close the sinks, answer the API.
+    pub async fn finish(self, (reason, reply): Ending) -> CallStatus {
         self.end(reason, reply).await
     }
 
@@ -830,7 +891,7 @@ fn decode_payload(
 }
 
 /// Bind a pair of UDP sockets on consecutive ports (even RTP, odd RTCP) within the range,
-/// starting the search at `*cursor`.
+/// starting the search at `*cursor`. The sockets are non-blocking.
 pub fn bind_pair(
     ip: std::net::IpAddr,
     lo: u16,
@@ -853,7 +914,7 @@ pub fn bind_pair(
         };
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
-        return Ok((UdpSocket::from_std(rtp)?, UdpSocket::from_std(rtcp)?));
+        return Ok((UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp)));
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::AddrInUse,

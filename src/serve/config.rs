@@ -57,8 +57,17 @@ pub struct ServerConfig {
     pub media_timeout_ms: u64,
     /// Most calls at once; more are refused with 503.
     pub max_calls: usize,
-    /// Worker threads of the runtime (0: one per core).
+    /// Worker threads of the runtime (API, sinks, WebRTC; 0: one per core).
     pub workers: usize,
+    /// Media threads that relay and mask every call's packets (0: one per core).
+    pub media_threads: usize,
+    /// How often a media thread takes what arrived, µs. Packets wait at most this long in
+    /// the kernel (half of it on average), and a busy gateway wakes once per tick instead of
+    /// once per packet.
+    pub media_tick_us: u64,
+    /// Run the media threads under `SCHED_FIFO` at this priority (1 to 99; 0: ordinary
+    /// scheduling). Needs root or `CAP_SYS_NICE`; refused with a warning otherwise.
+    pub media_priority: u8,
     /// `Access-Control-Allow-Origin` for the WHIP endpoint, so a web page on that origin can
     /// publish (`*` for any); empty sends no CORS headers.
     pub cors_allow_origin: String,
@@ -75,6 +84,9 @@ impl Default for ServerConfig {
             media_timeout_ms: 30_000,
             max_calls: 10_000,
             workers: 0,
+            media_threads: 0,
+            media_tick_us: 250,
+            media_priority: 0,
             cors_allow_origin: String::new(),
         }
     }
@@ -162,6 +174,17 @@ impl ServeConfig {
         if s.media_timeout_ms < 100 {
             return Err(ConfigError::Invalid(
                 "server.media_timeout_ms must be at least 100".into(),
+            ));
+        }
+        if !(50..=5_000).contains(&s.media_tick_us) {
+            return Err(ConfigError::Invalid(format!(
+                "server.media_tick_us must be 50 to 5000, got {}",
+                s.media_tick_us
+            )));
+        }
+        if s.media_priority > 99 {
+            return Err(ConfigError::Invalid(
+                "server.media_priority must be 0 to 99".into(),
             ));
         }
         let la = self.media.pipeline.lookahead_ms;

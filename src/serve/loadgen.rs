@@ -26,8 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::metrics::process_usage;
-use super::udp_batch::{
-    realtime_ns, set_receive_buffer, set_send_buffer, BatchReceiver, BatchSender, BATCH,
+use super::sys::{
+    realtime_ns, set_realtime_priority, set_receive_buffer, set_send_buffer, BatchReceiver,
+    BatchSender, BATCH,
 };
 
 use crate::codec::linear_to_ulaw;
@@ -49,6 +50,10 @@ pub struct LoadOptions {
     pub ramp_seconds: u64,
     /// Look-ahead asked for each call, ms.
     pub lookahead_ms: u32,
+    /// Run the sender and receiver under `SCHED_FIFO` at this priority (0: ordinary), so
+    /// the simulated phones keep time when the gateway's media threads run at real-time
+    /// priority too.
+    pub realtime_priority: u8,
 }
 
 /// What came out.
@@ -237,7 +242,18 @@ impl Shared {
 /// The sender thread: every 100 µs, the calls of that slot send their next packet, all in
 /// one `sendmmsg`, stamped just before it (so a packet's latency includes the kernel's
 /// send path, never less than the gateway's share).
-fn send_loop(sock: UdpSocket, calls: Arc<Vec<LoadCall>>, sh: Arc<Shared>, audio: Vec<[u8; 160]>) {
+fn send_loop(
+    sock: UdpSocket,
+    calls: Arc<Vec<LoadCall>>,
+    sh: Arc<Shared>,
+    audio: Vec<[u8; 160]>,
+    priority: u8,
+) {
+    if priority > 0 {
+        if let Err(e) = set_realtime_priority(priority.into()) {
+            eprintln!("loadgen: sender keeps ordinary scheduling: {e}");
+        }
+    }
     let mut by_slot: Vec<Vec<usize>> = vec![Vec::new(); SLOTS as usize];
     for (i, c) in calls.iter().enumerate() {
         by_slot[c.slot as usize].push(i);
@@ -408,14 +424,21 @@ pub async fn run(o: LoadOptions) -> Result<LoadReport, String> {
         let (calls, sh) = (calls.clone(), sh.clone());
         std::thread::Builder::new()
             .name("loadgen-rx".into())
-            .spawn(move || receive_loop(rx, calls, sh, Duration::from_secs(3)))
+            .spawn(move || {
+                if o.realtime_priority > 0 {
+                    if let Err(e) = set_realtime_priority(o.realtime_priority.into()) {
+                        eprintln!("loadgen: receiver keeps ordinary scheduling: {e}");
+                    }
+                }
+                receive_loop(rx, calls, sh, Duration::from_secs(3))
+            })
             .map_err(|e| e.to_string())?
     };
     let sender = {
         let (calls, sh) = (calls.clone(), sh.clone());
         std::thread::Builder::new()
             .name("loadgen-tx".into())
-            .spawn(move || send_loop(tx, calls, sh, audio))
+            .spawn(move || send_loop(tx, calls, sh, audio, o.realtime_priority))
             .map_err(|e| e.to_string())?
     };
 

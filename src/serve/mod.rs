@@ -12,9 +12,10 @@ pub mod events;
 pub mod loadgen;
 pub mod metrics;
 pub mod sinks;
-pub mod udp_batch;
+pub mod sys;
 #[cfg(feature = "whip")]
 pub mod whip;
+pub mod worker;
 
 pub use api::AppState;
 pub use config::ServeConfig;
@@ -27,7 +28,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = AppState::new(cfg);
+    let state = AppState::new(cfg)?;
     let app = api::router(state.clone());
     // Calls end first: that closes their event streams, which lets open SSE connections
     // finish so the HTTP server can stop.

@@ -1,7 +1,8 @@
-//! Batched UDP I/O over Linux's `sendmmsg`/`recvmmsg`, with kernel receive timestamps
-//! (`SO_TIMESTAMPNS`), for the load generator: one system call moves up to [`BATCH`]
-//! datagrams, so the generator costs a fraction of the gateway it measures and its latency
-//! figures start and stop at the kernel, not at its own scheduling.
+//! Linux system calls that std does not wrap: batched UDP I/O over `sendmmsg`/`recvmmsg`
+//! with kernel receive timestamps (`SO_TIMESTAMPNS`) for the load generator (one system
+//! call moves up to [`BATCH`] datagrams, so the generator costs a fraction of the gateway it
+//! measures and its latency figures start and stop at the kernel), and real-time scheduling
+//! for the media threads.
 //!
 //! Owns: the only `unsafe` in the crate: the `libc` calls and the message headers they
 //! read and write, all preallocated once and pointing into buffers this module owns.
@@ -78,6 +79,20 @@ pub fn realtime_ns() -> u64 {
     let mut ts: libc::timespec = unsafe { zeroed() };
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Run the calling thread under `SCHED_FIFO` at `priority` (1 to 99), so media is never
+/// queued behind ordinary work on a busy machine. Needs root or `CAP_SYS_NICE`.
+pub fn set_realtime_priority(priority: i32) -> io::Result<()> {
+    let p = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; the parameter is a live local.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Up to [`BATCH`] datagrams, each to its own address, sent with one `sendmmsg`.
@@ -285,7 +300,8 @@ impl BatchReceiver {
             unsafe {
                 let mut c = libc::CMSG_FIRSTHDR(h);
                 while !c.is_null() {
-                    if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                    if (*c).cmsg_level == libc::SOL_SOCKET
+                        && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
                     {
                         let ts: libc::timespec =
                             std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
@@ -339,7 +355,10 @@ mod tests {
             for i in 0..n {
                 let (m, bytes) = r.get(i).unwrap();
                 assert_eq!(SocketAddr::V4(m.from), tx.local_addr().unwrap());
-                assert!(m.at_ns >= t0 && m.at_ns < t0 + 1_000_000_000, "{m:?} vs {t0}");
+                assert!(
+                    m.at_ns >= t0 && m.at_ns < t0 + 1_000_000_000,
+                    "{m:?} vs {t0}"
+                );
                 seen.push(bytes.to_vec());
             }
         }
