@@ -393,3 +393,112 @@ fn a_caller_who_stops_sending_times_out_and_the_window_closes() {
     let got: Vec<Rtp> = rx.join().iter().map(|p| parse(p)).collect();
     assert_no_digit(&decoded(&got), "timeout");
 }
+
+#[test]
+fn a_flooding_caller_does_not_hold_up_another_call_on_the_same_media_thread() {
+    // One media thread carries both calls, so the flood and the honest call compete for it.
+    let gw = Gateway::start("flood", "[server]\nmedia_threads = 1\n[sinks]\n");
+    let create = |down: std::net::SocketAddr| {
+        let c = gw.json(
+            "POST",
+            "/v1/calls",
+            Some(&format!("{{\"downstream\":\"{down}\"}}")),
+        );
+        let caller: std::net::SocketAddr = c["caller_rtp"].as_str().unwrap().parse().unwrap();
+        (c["call_id"].as_str().unwrap().to_string(), caller)
+    };
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (flood_id, flood_to) = create(sink.local_addr().unwrap());
+    let down = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    down.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let (id, to) = create(down.local_addr().unwrap());
+    let ev = gateway::follow_events(
+        gw.api,
+        &format!("/v1/calls/{id}/events"),
+        None,
+        Duration::from_secs(30),
+    );
+
+    // The flood: back-to-back PCMU packets (each one decoded, detected and masked) for as
+    // long as the honest call lasts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut n: u32 = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let p = build(
+                    0,
+                    n as u16,
+                    n.wrapping_mul(160),
+                    0xf100d,
+                    false,
+                    &[0xFF; 160],
+                );
+                let _ = s.send_to(&p, flood_to);
+                n += 1;
+            }
+            n
+        })
+    };
+    // The honest call, in real time, timed packet by packet: the k-th masked packet out is
+    // the k-th in.
+    let (packets, _) = pcmu_call("1234", 0, 0);
+    let receiver = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = down.recv(&mut buf) {
+            got.push((std::time::Instant::now(), buf[..n].to_vec()));
+        }
+        got
+    });
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t0 = std::time::Instant::now();
+    let mut sent_at = Vec::new();
+    for (k, p) in packets.iter().enumerate() {
+        let due = t0 + Duration::from_millis(20 * k as u64);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        sent_at.push(std::time::Instant::now());
+        s.send_to(p, to).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    let flood_end = gw.json("DELETE", &format!("/v1/calls/{flood_id}"), None);
+    let got = receiver.join().unwrap();
+    let events = ev.join().unwrap();
+
+    let worst = got
+        .iter()
+        .zip(&sent_at)
+        .map(|((at, _), sent)| at.duration_since(*sent))
+        .max()
+        .unwrap();
+    println!(
+        "flood: {flooded} packets sent, {} taken by the gateway; honest call: {} of {} packets back, worst latency {:.2} ms",
+        flood_end["stats"]["packets_in"],
+        got.len(),
+        packets.len(),
+        worst.as_secs_f64() * 1000.0
+    );
+    assert!(
+        flood_end["stats"]["packets_in"].as_u64().unwrap() > 2 * packets.len() as u64,
+        "the flood did not reach the gateway: {flood_end}"
+    );
+    // A slow CI machine may delay a packet, but a starved call would wait for the whole
+    // flood (seconds).
+    assert!(
+        worst < Duration::from_millis(100),
+        "worst latency {worst:?}"
+    );
+    let o = Outcome {
+        got: got.iter().map(|(_, p)| parse(p)).collect(),
+        events,
+        log: gw.log(),
+    };
+    check(&o, 4, false, "flooded neighbour");
+    assert_eq!(o.got.len(), packets.len() + FLUSH, "{end}");
+}

@@ -207,3 +207,38 @@ impl ServeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServeConfig, String> {
+        let c: ServeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn media_thread_settings_default_sensibly_and_are_range_checked() {
+        let d = parse("").unwrap().server;
+        assert_eq!(
+            (d.media_threads, d.media_tick_us, d.media_priority),
+            (0, 250, 0)
+        );
+        let c = parse("[server]\nmedia_threads = 2\nmedia_tick_us = 100\nmedia_priority = 10\n")
+            .unwrap()
+            .server;
+        assert_eq!(
+            (c.media_threads, c.media_tick_us, c.media_priority),
+            (2, 100, 10)
+        );
+        for bad in [
+            "media_tick_us = 10",
+            "media_tick_us = 6000",
+            "media_priority = 100",
+        ] {
+            let e = parse(&format!("[server]\n{bad}\n")).unwrap_err();
+            assert!(e.contains("server.media_"), "{bad}: {e}");
+        }
+    }
+}

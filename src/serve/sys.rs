@@ -291,8 +291,8 @@ impl BatchReceiver {
             };
         }
         self.n = r as usize;
-        for i in 0..self.n {
-            let h = &msgs[i].msg_hdr;
+        for (i, m) in msgs[..self.n].iter().enumerate() {
+            let h = &m.msg_hdr;
             let name = &self.names[i];
             let mut at_ns = 0;
             // SAFETY: the CMSG_* walk stays within msg_controllen, which the kernel set to
@@ -311,7 +311,7 @@ impl BatchReceiver {
                 }
             }
             self.got[i] = Received {
-                len: (msgs[i].msg_len as usize).min(SLOT),
+                len: (m.msg_len as usize).min(SLOT),
                 from: SocketAddrV4::new(
                     u32::from_be(name.sin_addr.s_addr).into(),
                     u16::from_be(name.sin_port),

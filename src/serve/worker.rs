@@ -263,8 +263,8 @@ impl Worker {
         let mut tokens = std::mem::take(&mut self.tokens);
         tokens.clear();
         tokens.append(&mut self.backlog);
-        for k in 0..tokens.len() {
-            self.read(tokens[k]);
+        for &t in &tokens {
+            self.read(t);
         }
         loop {
             tokens.clear();
@@ -276,8 +276,8 @@ impl Worker {
                 break;
             }
             tokens.extend(self.events.iter().map(|e| e.token()));
-            for k in 0..tokens.len() {
-                self.read(tokens[k]);
+            for &t in &tokens {
+                self.read(t);
             }
             if tokens.len() < EVENTS {
                 break;
