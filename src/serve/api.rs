@@ -54,7 +54,7 @@ pub struct AppState {
     media: MediaThreads,
 }
 
-/// Counts running call tasks so shutdown can wait for their sinks to flush.
+/// Counts running calls (from creation until their sinks are flushed) so shutdown can wait.
 mod task_count {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

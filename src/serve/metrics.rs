@@ -65,7 +65,7 @@ pub struct Metrics {
     pub whip_sessions: AtomicU64,
     /// WHIP offers refused (bad SDP, no Opus, negotiation failure).
     pub whip_refused: AtomicU64,
-    /// Received WebRTC packets dropped because the call task fell behind.
+    /// Received WebRTC packets dropped because the call fell behind.
     pub whip_dropped: AtomicU64,
     /// Histogram of time spent in the core per caller packet.
     pub process_time: Histogram,
@@ -214,7 +214,7 @@ impl Metrics {
         counter(
             &mut s,
             "tonewall_whip_dropped_packets_total",
-            "WebRTC packets dropped because a call task fell behind.",
+            "WebRTC packets dropped because a call fell behind.",
             g(&self.whip_dropped),
         );
         counter(

@@ -95,6 +95,18 @@ pub fn set_realtime_priority(priority: i32) -> io::Result<()> {
     }
 }
 
+/// A batch's worth of empty I/O vectors and message headers, filled in per call (they hold
+/// pointers into buffers, so they live on the caller's stack for one system call only).
+fn empty_headers() -> ([libc::iovec; BATCH], [libc::mmsghdr; BATCH]) {
+    let iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
+    let msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+    (iov, msgs)
+}
+
 /// Up to [`BATCH`] datagrams, each to its own address, sent with one `sendmmsg`.
 pub struct BatchSender {
     bufs: Box<[[u8; SLOT]; BATCH]>,
@@ -160,12 +172,7 @@ impl BatchSender {
     pub fn flush(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         let n = self.n;
         self.n = 0;
-        let mut iov: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let (mut iov, mut msgs) = empty_headers();
         for i in 0..n {
             iov[i].iov_base = self.bufs[i].as_mut_ptr().cast();
             iov[i].iov_len = self.lens[i];
@@ -248,12 +255,7 @@ impl BatchReceiver {
     /// Take the datagrams that are queued, up to [`BATCH`]; with `wait`, first wait for at
     /// least one (up to the poll timeout). Returns how many (0 when none came).
     pub fn recv(&mut self, sock: &UdpSocket, wait: bool) -> io::Result<usize> {
-        let mut iov: [libc::iovec; BATCH] = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; BATCH];
-        // SAFETY: mmsghdr is plain data; all-zero is a valid (empty) header.
-        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let (mut iov, mut msgs) = empty_headers();
         for i in 0..BATCH {
             iov[i].iov_base = self.bufs[i].as_mut_ptr().cast();
             iov[i].iov_len = SLOT;

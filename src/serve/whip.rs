@@ -5,9 +5,9 @@
 //!
 //! Owns: one webrtc-rs peer connection per session (ICE, DTLS-SRTP, RTCP), the offer/answer
 //! exchange, CORS for browser publishers, and the bridge task that hands each received RTP
-//! packet to the session's call task through a bounded channel of reused buffers.
+//! packet to the session's call (on its media thread) through a bounded channel of reused buffers.
 //! Must never: give audio to a sink or to downstream itself (only the call's leg does, after
-//! masking), block on a slow call task (a full channel drops the packet and counts it), or
+//! masking), block on a slow call (a full channel drops the packet and counts it), or
 //! log SDP bodies (they carry ICE passwords and DTLS fingerprints).
 
 use std::net::SocketAddr;
@@ -38,8 +38,8 @@ use webrtc::runtime::TokioRuntime;
 use super::api::{ask, bad, start_call, ApiError, AppState, CreateCall, SinkOverrides};
 use super::call::{Control, IngestPacket};
 
-/// Packets in flight between the bridge and the call task (about 1.3 s of 20 ms packets):
-/// enough to ride out a scheduling hiccup, small enough that a stuck call task drops rather
+/// Packets in flight between the bridge and the call (about 1.3 s of 20 ms packets):
+/// enough to ride out a scheduling hiccup, small enough that a stuck call drops rather
 /// than buffers.
 const INGEST_QUEUE: usize = 64;
 /// How long the answer waits for ICE gathering (host candidates only: no STUN/TURN here).
