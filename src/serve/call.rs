@@ -116,19 +116,19 @@ impl Port {
 #[derive(Clone)]
 pub struct CallControl {
     tx: mpsc::Sender<Control>,
-    nudge: Arc<std::sync::atomic::AtomicBool>,
+    nudge: Arc<super::worker::Nudge>,
 }
 
 impl CallControl {
     /// A handle over `tx` that raises `nudge` after each message.
-    pub fn new(tx: mpsc::Sender<Control>, nudge: Arc<std::sync::atomic::AtomicBool>) -> Self {
+    pub fn new(tx: mpsc::Sender<Control>, nudge: Arc<super::worker::Nudge>) -> Self {
         Self { tx, nudge }
     }
 
     /// Queue `c` for the call; fails when the call has ended.
     pub async fn send(&self, c: Control) -> Result<(), ()> {
         self.tx.send(c).await.map_err(|_| ())?;
-        self.nudge.store(true, Ordering::Release);
+        self.nudge.raise();
         Ok(())
     }
 }
