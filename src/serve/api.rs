@@ -510,7 +510,7 @@ pub(super) fn start_call(
         media_timeout,
         sinks,
     };
-    let mut call = Box::new(Call::new(
+    let mut call = Call::new(
         spec,
         socks,
         leg,
@@ -518,10 +518,11 @@ pub(super) fn start_call(
         emitter,
         st.metrics.clone(),
         ctrl_rx,
-    ));
+    );
     if let Some((packets, spent)) = ingest {
-        call = Box::new(call.with_ingest(packets, spent));
+        call = call.with_ingest(packets, spent);
     }
+    let call = Box::new(call);
     let (thread, nudge) = st.media.pick();
     if let Ok(mut calls) = st.calls.lock() {
         calls.insert(

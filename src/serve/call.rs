@@ -692,7 +692,9 @@ impl Call {
         None
     }
 
-    fn next_deadline(&self) -> Instant {
+    /// When [`on_deadline`](Self::on_deadline) is next due: the leg's next timer or the
+    /// next media-timeout check, whichever comes first.
+    pub fn deadline(&self) -> Instant {
         match self.leg.poll_timeout() {
             Some(us) => self
                 .timeout_check
@@ -763,11 +765,6 @@ impl Call {
         }
     }
 
-    /// When [`on_deadline`](Self::on_deadline) is next due.
-    pub fn deadline(&self) -> Instant {
-        self.next_deadline()
-    }
-
     /// The deadline passed: run the leg's timers, or end the call when the caller has been
     /// silent for the media timeout.
     pub fn on_deadline(&mut self, now: Instant) -> Option<EndReason> {
@@ -783,15 +780,7 @@ impl Call {
     }
 
     /// Finish the call: flush the leg, emit `call_ended`, close the sinks, answer the API.
-    pub async fn finish(self, (reason, reply): Ending) -> CallStatus {
-        self.end(reason, reply).await
-    }
-
-    async fn end(
-        mut self,
-        reason: EndReason,
-        reply: Option<oneshot::Sender<CallStatus>>,
-    ) -> CallStatus {
+    pub async fn finish(mut self, (reason, reply): Ending) -> CallStatus {
         {
             let mut out = leg_out!(self);
             self.leg.finish(&mut out);
