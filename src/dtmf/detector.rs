@@ -56,6 +56,24 @@ fn wrap(x: f32) -> f32 {
 
 /// Sub-blocks the same steady pair must have held for a frame end to be masked on it alone.
 const SPEC_RUN: u32 = 2;
+/// A frame end is masked on a fairly pure pair only if the pair's phase turn over the last
+/// sub-block puts both tones within this fraction of a key's frequency: a little beyond the
+/// 5 % the masker must still remove, while many vowels that look pure sit further off.
+const SPEC_MAX_DEV: f32 = 0.055;
+/// ... and on a pair that is only as pure as an onset (a key press under speech) if both tones
+/// are within Q.24's must-detect tolerance.
+const SPEC_ON_KEY_DEV: f32 = 0.015;
+/// The pair's amplitude in the sub-block before the last, relative to the last, below which
+/// the tone began in the last sub-block: the phase turn then measures nothing and is not asked.
+const SPEC_FRESH: f32 = 0.3;
+/// A last sub-block whose 10 ms window shows nothing may still hold a tone that began in it
+/// (its 10 ms window is half speech): masked when the pair holds this share of it ...
+const SPEC_FRESH_SHARE: f32 = 0.5;
+/// ... and the sub-block before held less than this of its amplitude.
+const SPEC_FRESH_RISE: f32 = 0.2;
+/// Share of the sub-block before the last that the pair must hold for a speculative mask on a
+/// pure frame end to reach back into it.
+const SPEC_REACH_SHARE: f32 = 0.7;
 
 /// Sub-blocks of history kept (40 ms).
 const HIST: usize = 8;
@@ -121,8 +139,8 @@ enum Weak {
     /// Through the gate (pure, no second voice) but not yet confirmed.
     Gate(usize, usize, f32),
     /// Pure enough, but something else (a voice?) holds energy too; counts toward the
-    /// same-pair run only.
-    Voiced(usize, usize),
+    /// same-pair run only; with the 10 ms ratio.
+    Voiced(usize, usize, f32),
     /// Tone-like: mask it.
     Tone(usize, usize),
 }
@@ -222,6 +240,8 @@ pub struct Detector {
     tone: Option<Tone>,
     mask: MaskState,
     speculate: bool,
+    /// Fed by a resampler (see [`Detector::for_resampled_input`]).
+    resampled: bool,
     /// Background power per sample (minimum-tracking: drops at once, rises 5 dB/s).
     floor: f32,
     /// The weak test's verdict on the latest sub-block.
@@ -249,6 +269,7 @@ impl Detector {
             tone: None,
             mask: MaskState::default(),
             speculate,
+            resampled: false,
             floor: 0.0,
             last_weak: Weak::No,
             gate_run: ((0, 0), 0),
@@ -258,6 +279,17 @@ impl Detector {
                     as f32
             }),
         }
+    }
+
+    /// The same detector for a stream resampled to 8 kHz (the 48 kHz and Opus paths). A
+    /// resampler's filter rings ahead of a tone and its output arrives in chunks that do not
+    /// end where the caller's frames do, so the frame-end rules that are tuned on 8 kHz audio
+    /// (masking no more than the 5 ms residual needs, and a tone begun in the last sub-block)
+    /// over-mask there; such a stream keeps the plainer rule: a fairly pure tail is masked
+    /// back to its onset.
+    pub fn for_resampled_input(mut self) -> Self {
+        self.resampled = true;
+        self
     }
 
     /// Samples fully decided: mask events up to here have been emitted.
@@ -404,7 +436,7 @@ impl Detector {
         };
         let prev_turn = self.gate_turn;
         self.gate_run = match (strict, self.last_weak) {
-            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c) | Weak::Tone(r, c)) => {
+            (None, Weak::Gate(r, c, _) | Weak::Voiced(r, c, _) | Weak::Tone(r, c)) => {
                 // A key press keeps its frequencies: the phase turn per sub-block of both
                 // tones stays put, where a voice's harmonics drift with its pitch.
                 let turn = (self.turn(k, r), self.turn(k, c));
@@ -633,7 +665,7 @@ impl Detector {
             return Weak::Tone(r, c);
         }
         if voice {
-            return Weak::Voiced(r, c);
+            return Weak::Voiced(r, c, ratio2);
         }
         if ratio2 >= th.m_short {
             return Weak::Tone(r, c);
@@ -895,26 +927,98 @@ impl Detector {
         j * SUB as u64
     }
 
-    /// With no look-ahead: the frame about to leave ends in something pure enough to be a
-    /// tone's start. Mask its tone-like tail now; the next sub-block confirms it or ends it.
+    /// With no look-ahead: the frame about to leave ends in something that may be a tone's
+    /// start. Mask that tail now; the next sub-block confirms it or ends it.
+    ///
+    /// BRIEF 2.2 allows at most 5 ms of a tone out at zero look-ahead, so a tail is masked only
+    /// as far back as needed to keep what leaves under that, and only where a key press is
+    /// likely: each masked speech onset costs the 0.1 % over-masking budget a frame end.
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
-        let (r, c, ratio2) = match self.last_weak {
-            Weak::Onset(r, c, x) | Weak::Gate(r, c, x) => (r, c, x),
-            Weak::Voiced(r, c) => (r, c, 0.0),
-            _ => return,
-        };
         let k = self.done - 1;
-        // Either the last 10 ms is fairly pure already, or the last 5 ms on its own is nearly
-        // all pair (a tone that has just begun fills it, speech rarely does), or the same
-        // steady pair has held for 10 ms already (a key press with speech underneath).
         let (_, p, mean) = self.window(k, 1);
         let (r1, c1) = Self::argmax(&p);
+        let share5 = if mean > 0.0 {
+            (p[r1] + p[c1]) / mean
+        } else {
+            0.0
+        };
+        let (r, c, ratio2) = match self.last_weak {
+            Weak::Onset(r, c, x) | Weak::Gate(r, c, x) => (r, c, x),
+            Weak::Voiced(r, c, x) => (r, c, x),
+            Weak::Tone(..) => return,
+            Weak::No if self.resampled => return,
+            Weak::No => {
+                // A tone that began in the last sub-block: 5 ms of it would leave unmasked,
+                // plus whatever the sub-block before held. Mask the last sub-block when the
+                // pair rose from next to nothing and holds half of it.
+                if mean > self.th.m_min_p
+                    && p[r1] >= self.th.m_min_p
+                    && p[c1] >= self.th.m_min_p
+                    && share5 >= SPEC_FRESH_SHARE
+                    && self.amp(k - 1, r1, c1) < SPEC_FRESH_RISE * self.amp(k, r1, c1)
+                {
+                    self.speculate_from(k, k * SUB as u64, r1, c1, emit);
+                }
+                return;
+            }
+        };
+        // The pair's frequency over the last sub-block, from its phase turn.
+        let dev = |t: usize| {
+            (self.turn(k, t) * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32) / BANK_HZ[t])
+                .abs()
+        };
+        let dev = dev(r).max(dev(c));
+        let fresh = self.amp(k - 1, r, c) < SPEC_FRESH * self.amp(k, r, c);
+        // (a) The same steady pair has held for 10 ms already (a key press with speech
+        // underneath): mask back to where the run began.
         let held = self.gate_run.0 == (r, c) && self.gate_run.1 >= SPEC_RUN;
-        if ratio2 < self.th.spec_ratio_10ms && p[r1] + p[c1] < self.th.spec_ratio * mean && !held {
+        if self.resampled {
+            let voiced = matches!(self.last_weak, Weak::Voiced(..));
+            if held || !voiced && ratio2 >= self.th.spec_ratio_10ms || share5 >= self.th.spec_ratio
+            {
+                let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
+                let from = self.mask_onset(k, r, c, ref_amp, ref_e);
+                self.speculate_from(k, from, r, c, emit);
+            }
+            return;
+        }
+        // (b) The last 10 ms is fairly pure, or the last 5 ms nearly all pair, with no second
+        // voice, at a frequency a keypad could make (unless the tone has just begun).
+        let pure = !matches!(self.last_weak, Weak::Voiced(..))
+            && (ratio2 >= self.th.spec_ratio_10ms || share5 >= self.th.spec_ratio)
+            && (fresh || dev <= SPEC_MAX_DEV);
+        // (c) Only onset-pure (speech underneath), but on a key's frequencies.
+        let on_key = dev <= SPEC_ON_KEY_DEV
+            && (ratio2 >= self.th.m_onset || (r1, c1) == (r, c) && share5 >= self.th.m_onset);
+        if !held && !pure && !on_key {
             return;
         }
         let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
-        let from = self.mask_onset(k, r, c, ref_amp, ref_e);
+        let holds = |j: u64, min_share: f32| {
+            self.fill(j, r, c, ref_amp, ref_e) >= TRACE && self.share(j, r, c) >= min_share
+        };
+        let from = if held {
+            self.mask_onset(k, r, c, ref_amp, ref_e)
+        } else if holds(k - 1, if on_key { EDGE_SHARE } else { SPEC_REACH_SHARE }) {
+            // The tone fills the sub-block before too: up to 10 ms of it in this frame.
+            (k - 1) * SUB as u64
+        } else {
+            // At most the sub-block before's share of a tone, under 5 ms, is left out.
+            k * SUB as u64
+        };
+        self.speculate_from(k, from, r, c, emit);
+    }
+
+    /// Mask `from` to the end of sub-block `k` as a possible onset of pair `(r, c)`.
+    fn speculate_from<F: FnMut(DetectorEvent)>(
+        &mut self,
+        k: u64,
+        from: u64,
+        r: usize,
+        c: usize,
+        emit: &mut F,
+    ) {
+        let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
         emit(DetectorEvent::Mask {
             from,
             to: (k + 1) * SUB as u64,

@@ -180,7 +180,14 @@ impl<T: Sample> ChannelPipeline<T> {
         let chunk = (cfg.rate / 50) as usize;
         let silence = T::silence(cfg.codec);
         Ok(Self {
-            detector: Detector::new(&cfg.detector, &cfg.mask, speculate),
+            detector: {
+                let d = Detector::new(&cfg.detector, &cfg.mask, speculate);
+                if downsampler.is_some() {
+                    d.for_resampled_input()
+                } else {
+                    d
+                }
+            },
             downsampler,
             det_lag,
             margin,
