@@ -932,7 +932,8 @@ impl Detector {
     ///
     /// BRIEF 2.2 allows at most 5 ms of a tone out at zero look-ahead, so a tail is masked only
     /// as far back as needed to keep what leaves under that, and only where a key press is
-    /// likely: each masked speech onset costs the 0.1 % over-masking budget a frame end.
+    /// likely: every speech onset masked here spends a frame tail of the 0.1 % over-masking
+    /// budget.
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
         let k = self.done - 1;
         let (_, p, mean) = self.window(k, 1);
