@@ -26,9 +26,9 @@ fn beyond_acceptance(name: &str) -> bool {
 
 /// Most milliseconds of one tone (16 ms or longer) allowed to reach the output (BRIEF 2.2):
 /// none with 20 ms of look-ahead, 5 with none. With no look-ahead a frame's tail is masked
-/// speculatively where it may be a key press, and only as far back as keeps what leaves of a
-/// tone under 5 ms (detector.rs, `speculative_tail`); measured worst 4.12 ms over every family,
-/// speech underneath included.
+/// speculatively where it may be a key press, from 3 ms after the possible tone's estimated
+/// onset, which keeps what leaves of a tone under 5 ms (detector.rs, `speculative_tail`,
+/// `SPEC_HEAD`); measured worst 4.50 ms over every family, speech underneath included.
 fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
     match lookahead_ms {
         20.. => 0.0,
@@ -419,9 +419,9 @@ fn speech_and_music_lose_under_a_tenth_of_a_percent() {
                 xin.len() as f64 / 8000.0
             );
             // BRIEF 2.2: under 0.1 %. NOT MET with no look-ahead, where frames that end in a
-            // possible onset are masked speculatively: measured 0.112 % (mu-law) to 0.151 %
+            // possible onset are masked speculatively: measured 0.100 % (mu-law) to 0.137 %
             // (PCM), down from 0.33 % (README, "Known gaps"). Bounded at what was measured.
-            let limit = if la == 0 { 0.16 } else { 0.1 };
+            let limit = if la == 0 { 0.14 } else { 0.1 };
             assert!(share < limit, "{codec:?} la={la}: {share:.3} % masked");
         }
     }
