@@ -1165,6 +1165,80 @@ fn telephone_events_with_in_band_tone_are_masked_and_counted_once() {
     assert!(st.late > 0, "audio inside filled event time is dropped");
 }
 
+/// A sender that forwards each key's tone in band and also converts it to telephone-events,
+/// as a media gateway upstream does once its own detector has the key: the events begin
+/// `lag` frames after the tone. The leg silences the audio from the event on; the tone's
+/// head before it reaches the in-band detector.
+fn tone_then_late_events(keys: &str, lag: usize) -> Vec<Datagram> {
+    let cfg = config(Codec::Pcmu, 8000, 0);
+    let mut caller = Caller::new(&cfg, 0x1A7E, 9_000, 70_000);
+    let quiet = vec![0i16; 160];
+    let mut out = Vec::new();
+    let mut t = 0u64;
+    let frame = |p: Vec<u8>, t: &mut u64, out: &mut Vec<Datagram>| {
+        out.push((p, *t));
+        *t += FRAME_US;
+    };
+    for _ in 0..10 {
+        frame(caller.audio(&quiet, false), &mut t, &mut out);
+    }
+    for (i, k) in keys.chars().enumerate() {
+        let code = "0123456789*#ABCD".find(k).unwrap() as u8;
+        let mut tone = vec![0.0; 8 * 160];
+        add_dtmf(
+            &mut tone,
+            8000,
+            0,
+            8 * 160,
+            Digit::from_char(k).unwrap(),
+            ToneSpec::level(-8.0),
+            &mut Rng::new(40 + i as u64),
+        );
+        let tone = to_i16(&tone);
+        let mut ets = 0;
+        for (slot, chunk) in tone.chunks(160).enumerate() {
+            if slot == lag {
+                ets = caller.ts;
+                out.push((caller.event(ets, code, false, 160, true), t));
+            } else if slot > lag && slot % 2 == 0 {
+                let dur = ((slot - lag + 1) * 160) as u16;
+                out.push((caller.event(ets, code, false, dur, false), t));
+            }
+            frame(caller.audio(chunk, false), &mut t, &mut out);
+        }
+        let dur = ((8 - lag) * 160) as u16;
+        for _ in 0..3 {
+            out.push((caller.event(ets, code, true, dur, false), t));
+        }
+        for _ in 0..10 {
+            frame(caller.audio(&quiet, false), &mut t, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_key_sent_in_band_and_as_late_telephone_events_is_entered_once() {
+    let keys = "4#5";
+    // 40 ms: the in-band detector has declared the key before the first event packet.
+    let (sink, st, _) = run(
+        config(Codec::Pcmu, 8000, 0),
+        &tone_then_late_events(keys, 2),
+    );
+    assert_eq!(st.digits_from_events, 3, "every event was read");
+    let sources = digit_sources(&sink.log);
+    assert!(
+        sources.contains(&DigitSource::InBand),
+        "the tone's head was long enough to be declared in band, so a second report was \
+         possible: {sources:?}"
+    );
+    assert_eq!(sink.secure(), keys, "each key entered once: {sources:?}");
+    assert_eq!(sources.len(), keys.len());
+    let rx = received(&sink, &config(Codec::Pcmu, 8000, 0));
+    assert!(rx.jumps.is_empty());
+    assert_nothing_decodable("tone then late events", &rx.lin, 8000);
+}
+
 #[test]
 fn telephone_event_whose_end_packets_are_lost_still_ends() {
     let (input, _, _) = te_call("37", false, 0, 30);

@@ -3,7 +3,8 @@
 //! times, card-number progress, and the hand-off of digit values to the secure sink.
 //!
 //! Must never: put a digit value in an event, a log line or an error; keep digits after the
-//! window closes (they are wiped); allocate per digit.
+//! window closes (they are wiped), or the last key longer than the quarter second needed to
+//! recognise a second report of it; allocate per digit.
 
 mod card;
 
@@ -110,7 +111,21 @@ pub struct Capture {
     next_id: u32,
     digits_seen: u64,
     last_digit_end: Option<u64>,
+    /// The last key entered: its value (never shown), where it was recognised and its onset,
+    /// so the same press arriving from the other source is entered once.
+    last_key: Option<(Redacted<Digit>, DigitSource, u64)>,
 }
+
+/// Two reports of the same key from different sources (in-band and RFC 4733) whose onsets lie
+/// this close are one key press: a key cannot be pressed twice within 80 ms (40 ms on, 40 ms
+/// off, BRIEF 2.1), while a sender that forwards the tone and also converts it to
+/// telephone-events does so after its own detector's 25 to 40 ms, and an event packet can
+/// arrive a packet or two after the tone began.
+const SAME_PRESS_MS: u32 = 60;
+/// How long past its onset the last key is kept for that comparison: [`SAME_PRESS_MS`] plus
+/// the latest a report arrives after its onset (the in-band detector declares within 40 ms;
+/// a reordered or late event packet within the leg's 30 ms reorder wait), with room to spare.
+const LAST_KEY_KEEP_MS: u32 = 250;
 
 impl Capture {
     /// Capture state for `channel`, whose media time counts at `rate` Hz.
@@ -123,6 +138,7 @@ impl Capture {
             next_id: 0,
             digits_seen: 0,
             last_digit_end: None,
+            last_key: None,
         }
     }
 
@@ -255,6 +271,23 @@ impl Capture {
         source: DigitSource,
         out: &mut O,
     ) {
+        // The same key press reported by the other source (a sender that sends the tone in
+        // band and as telephone-events): entered once, by whichever report came first.
+        if let Some((d, s, t)) = self.last_key {
+            if s != source
+                && d.expose() == digit.expose()
+                && onset.abs_diff(t) <= self.samples(SAME_PRESS_MS)
+            {
+                tracing::debug!(
+                    channel = self.channel.0,
+                    ?source,
+                    first = ?s,
+                    "key already entered from the other source; this report is dropped"
+                );
+                return;
+            }
+        }
+        self.last_key = Some((digit, source, onset));
         // An idle timeout that expired before this digit closes the window first.
         self.tick(onset, out);
         if self.open.is_none() && self.cfg.auto_open {
@@ -343,6 +376,12 @@ impl Capture {
     /// Advance media time to `now`: closes a window whose idle timeout expired, at the
     /// instant it expired.
     pub fn tick<O: Outputs + ?Sized>(&mut self, now: u64, out: &mut O) {
+        if self
+            .last_key
+            .is_some_and(|(_, _, t)| now > t + self.samples(LAST_KEY_KEEP_MS))
+        {
+            self.last_key = None;
+        }
         let timeout = self.samples(self.cfg.idle_timeout_ms);
         if let Some(w) = self.open {
             if timeout > 0 && now >= w.last_activity + timeout {
@@ -373,6 +412,62 @@ mod tests {
 
     fn d(c: char) -> Redacted<Digit> {
         Redacted::new(Digit::from_char(c).unwrap())
+    }
+
+    /// Keys as the secure sink got them, and the sources of the `digit` events.
+    fn entered(log: &EventLog) -> (String, Vec<DigitSource>) {
+        let keys = log
+            .secure
+            .iter()
+            .map(|s| s.digit.expose().to_char())
+            .collect();
+        let sources = log
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Digit { source, .. } => Some(*source),
+                _ => None,
+            })
+            .collect();
+        (keys, sources)
+    }
+
+    #[test]
+    fn a_key_sent_in_band_and_as_a_telephone_event_is_entered_once() {
+        use DigitSource::{InBand, TelephoneEvent as Te};
+        let mut cap = Capture::new(CaptureConfig::default(), ChannelId(0), 8000);
+        let mut log = EventLog::default();
+        // A gateway upstream forwards the tone and converts it to events 40 ms later.
+        cap.on_digit(d('4'), 8000, 8000, 8240, InBand, &mut log);
+        cap.on_digit(d('4'), 8320, 8320, 8320, Te, &mut log);
+        cap.on_digit_end(8960, &mut log);
+        // The event first, the in-band report of the same press after it.
+        cap.on_digit(d('1'), 16000, 16000, 16000, Te, &mut log);
+        cap.on_digit(d('1'), 16008, 16000, 16250, InBand, &mut log);
+        cap.on_digit_end(16960, &mut log);
+        // The same key pressed again 100 ms later is a second press, whatever its source.
+        cap.on_digit(d('1'), 16800, 16800, 16800, Te, &mut log);
+        // A different key from the other source inside the 60 ms is a different report.
+        cap.on_digit(d('2'), 17000, 17000, 17000, Te, &mut log);
+        cap.on_digit(d('3'), 17100, 17100, 17300, InBand, &mut log);
+        assert_eq!(
+            entered(&log),
+            ("41123".to_string(), vec![InBand, Te, Te, Te, InBand])
+        );
+    }
+
+    #[test]
+    fn the_last_key_is_not_kept_past_a_quarter_second() {
+        let mut cap = Capture::new(CaptureConfig::default(), ChannelId(0), 8000);
+        let mut log = EventLog::default();
+        cap.on_digit(d('7'), 8000, 8000, 8240, DigitSource::InBand, &mut log);
+        cap.tick(8000 + 1999, &mut log);
+        assert!(cap.last_key.is_some());
+        cap.tick(8000 + 2001, &mut log);
+        assert!(
+            cap.last_key.is_none(),
+            "the value is wiped once it cannot matter"
+        );
     }
 
     #[test]
