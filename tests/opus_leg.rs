@@ -471,7 +471,10 @@ fn untouched_opus_packets_go_downstream_byte_for_byte() {
 
 /// Key tones over continuous recorded speech through a splicing leg: what the downstream
 /// decoder makes of our packets and the caller's, spliced, must hold no digit, no more tone
-/// energy where the tones were than re-encoding every packet leaves, and no echo of a tone
+/// energy where the tones were than re-encoding every packet leaves (within 3 dB, or 30 dB
+/// under the tone whatever re-encoding leaves: both are codec smear at the mask's edges
+/// then, and the better of two such small figures moves by several dB from one detector
+/// change to the next), and no echo of a tone
 /// after it (a caller packet coded against a history that held the tone, played after our
 /// silence, could carry its negative). Every case also runs with every packet re-encoded.
 ///
@@ -567,7 +570,7 @@ fn spliced_opus_downstream_holds_no_tone_and_no_echo_of_one() {
                 );
                 if passthrough {
                     assert!(
-                        span < reencoded_span + 3.0,
+                        span < (reencoded_span + 3.0).max(-30.0),
                         "{what}: tone energy {span:.1} dB, re-encoding leaves {reencoded_span:.1}"
                     );
                     assert!(st.forwarded > 0, "{what}: nothing forwarded");

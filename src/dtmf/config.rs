@@ -102,6 +102,20 @@ pub struct MaskConfig {
     pub speculative_energy_ratio: f32,
     /// ... or share of the last 10 ms, whichever passes.
     pub speculative_energy_ratio_10ms: f32,
+    /// Share of a 10 ms window's power outside the stronger tone that the weaker tone must
+    /// hold for the window to be masked on its purity (`confirm_energy_ratio_10ms`). A key
+    /// press leaves little else; speech and music that look pure mostly owe it to one strong
+    /// partial near a row frequency, with the column bin catching a small part of the rest.
+    pub weak_tone_share_10ms: f32,
+    /// ... of the 20 ms window, for the 20 ms confirmation (`confirm_energy_ratio_20ms`).
+    pub weak_tone_share_20ms: f32,
+    /// ... of the 10 ms window that completes a same-pair run (`confirm_gate_run`); lower,
+    /// because speech under a key press fills the rest.
+    pub weak_tone_share_run: f32,
+    /// With 1 to 19 ms of look-ahead the masker can neither wait for a clearer window (the
+    /// start of the tone would leave first) nor mask frame tails on speculation (as it does
+    /// with none), so each weak-tone share above is asked at this fraction.
+    pub weak_tone_share_scale_short: f32,
 }
 
 impl Default for MaskConfig {
@@ -119,6 +133,10 @@ impl Default for MaskConfig {
             confirm_gate_run: 4,
             speculative_energy_ratio: 0.8,
             speculative_energy_ratio_10ms: 0.65,
+            weak_tone_share_10ms: 0.7,
+            weak_tone_share_20ms: 0.6,
+            weak_tone_share_run: 0.3,
+            weak_tone_share_scale_short: 0.7,
         }
     }
 }

@@ -181,7 +181,8 @@ impl<T: Sample> ChannelPipeline<T> {
         let silence = T::silence(cfg.codec);
         Ok(Self {
             detector: {
-                let d = Detector::new(&cfg.detector, &cfg.mask, speculate);
+                let d = Detector::new(&cfg.detector, &cfg.mask, speculate)
+                    .with_lookahead(cfg.lookahead_ms as usize * RATE as usize / 1000);
                 if downsampler.is_some() {
                     d.for_resampled_input()
                 } else {
@@ -238,11 +239,12 @@ impl<T: Sample> ChannelPipeline<T> {
         self.capture.is_open()
     }
 
-    /// Is a tone being masked now, or did the last masked span end less than `window`
-    /// samples before the input position? (Loss concealment asks: extrapolating from a tone
-    /// could re-create it.)
+    /// Is a tone being masked now (or waiting to be confirmed), or did the last masked span
+    /// end less than `window` samples before the input position? (Loss concealment asks:
+    /// extrapolating from a tone could re-create it.)
     pub fn tone_within(&self, window: u64) -> bool {
         self.open_span.is_some()
+            || self.detector.tone_suspected()
             || self
                 .last_span
                 .is_some_and(|(_, end)| end.saturating_add(window) >= self.in_pos)
