@@ -1113,9 +1113,26 @@ impl Detector {
         };
         let back = back.max(3 + waited);
         let mut j = self.first_block(k, back, r, c, ref_amp, ref_e);
+        // Resampled input (the Opus path) with look-ahead to spare.
+        let spare = self.resampled && self.confirm > 1;
+        if spare {
+            // A codec that builds the tone up over its first frames (Opus at 16 kbit/s takes
+            // up to 25 ms) delays every verdict; keep walking back while the pair still holds
+            // a good part of the sub-block before, as far as the history goes.
+            let oldest = self.done.saturating_sub(HIST as u64 - 1);
+            while j > oldest
+                && self.fill(j - 1, r, c, ref_amp, ref_e) >= TRACE
+                && self.share(j - 1, r, c) >= EDGE_SHARE
+            {
+                j -= 1;
+            }
+        }
         // A (nearly) full first sub-block means the tone may have begun a few samples earlier,
-        // too few to register; take the sub-block before as well.
-        if j > 0 && self.fill(j, r, c, ref_amp, ref_e) >= MARGIN {
+        // too few to register; take the sub-block before as well. After a resampler, whose
+        // filter spreads the onset over a millisecond or two, half full is enough when the
+        // look-ahead has room for it.
+        let margin = if spare { PRESENT } else { MARGIN };
+        if j > 0 && self.fill(j, r, c, ref_amp, ref_e) >= margin {
             j -= 1;
         }
         j * SUB as u64
