@@ -10,6 +10,9 @@
 //!   unchanged or replaced by the splice encoder's (feature `opus`; the variants, for the
 //!   every-packet-spliced worst case, re-encoding every packet, PCMU downstream and the codec
 //!   calls alone, are listed at `opus_48k`).
+//! * `pipeline/pcmu_leg_20ms`, `pipeline/pcmu_leg_2000_calls_20ms`: one PCMU RTP packet
+//!   through a real caller leg, with one leg and round-robin over 2,000 (cold caches, as on a
+//!   loaded gateway).
 //! * `compare/goertzel_filter_crate_8k_20ms`: the `goertzel-filter` 0.2 crate doing the eight
 //!   DTMF frequencies over one frame (why the hand-written bank replaces it).
 //! * `compare/spandsp_dtmf_rx_8k_20ms` (feature `spandsp`): spandsp's `dtmf_rx` over the same
@@ -228,7 +231,47 @@ fn pipeline(c: &mut Criterion) {
     });
     #[cfg(feature = "opus")]
     opus_48k(&mut g, &x);
+    pcmu_legs(&mut g);
     g.finish();
+}
+
+/// `pcmu_leg_20ms` and `pcmu_leg_2000_calls_20ms`: one 20 ms PCMU RTP packet into a real
+/// caller leg (parse, reorder, decode + detect + mask, packetise downstream), first with one
+/// leg, then handed round-robin to 2,000 legs as a busy gateway does. The second is the cost
+/// a packet has on a loaded gateway: each leg's state has left the caches by the time its next
+/// packet comes, so the gap between the two is what the per-call footprint costs.
+fn pcmu_legs(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use tonewall::rtp::{CallerLeg, LegConfig};
+    let (x, _) = bench_signal(RATE);
+    let ulaw: Vec<u8> = x.iter().map(|&s| linear_to_ulaw(s)).collect();
+    let payloads: Vec<&[u8]> = ulaw.chunks_exact(160).collect();
+    for (id, calls) in [
+        ("pcmu_leg_20ms", 1usize),
+        ("pcmu_leg_2000_calls_20ms", 2000),
+    ] {
+        let mut legs: Vec<CallerLeg> = (0..calls)
+            .map(|_| CallerLeg::new(LegConfig::default(), ChannelId(0)).expect("PCMU leg"))
+            .collect();
+        let mut buf = [0u8; 12 + 160];
+        // Packet k goes to leg k % calls, carrying that leg's next frame of the signal; legs
+        // start at different points of it so they are not all in a key press at once.
+        let mut k: u64 = 0;
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                let leg = (k % calls as u64) as usize;
+                let n = k / calls as u64;
+                let p = payloads[((n as usize) + leg * 7) % payloads.len()];
+                buf[0] = 0x80;
+                buf[1] = 0;
+                buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                buf[4..8].copy_from_slice(&((n as u32).wrapping_mul(160)).to_be_bytes());
+                buf[8..12].copy_from_slice(&(0x1000_0000u32 + leg as u32).to_be_bytes());
+                buf[12..].copy_from_slice(p);
+                legs[leg].handle_packet(&buf, n * 20_000, &mut Discard);
+                k += 1;
+            })
+        });
+    }
 }
 
 /// Opus at 48 kHz: the benchmark signal encoded at 32 kbit/s (VoIP application, as a

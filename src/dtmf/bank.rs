@@ -82,20 +82,67 @@ pub const BANK_HZ: [f32; TONES] = [
 /// Eight Goertzel filters sharing one sample stream.
 #[derive(Debug, Clone)]
 pub struct GoertzelBank {
-    coeff: [f32; TONES],
-    /// e^{+j w} per tone, to turn (s1, s2) into the DFT value.
-    ejw: [Cpx; TONES],
+    /// The constants, shared by every bank in the process: a gateway runs thousands of
+    /// banks, and one shared copy stays in cache where a copy per call would be fetched
+    /// from memory on every packet.
+    k: &'static Tables,
     /// e^{-j w n_end}: phase reference at the end of the current sub-block (f64 so it does
     /// not drift over hours of audio).
     phase: [(f64, f64); TONES],
-    /// e^{-j w SUB}: how far the reference turns per sub-block.
-    step: [(f64, f64); TONES],
     filled: usize,
     blocks: u32,
     /// Samples of the sub-block being filled; the filters run once it is complete.
     buf: [f32; SUB],
+}
+
+/// What every bank computes with: per tone, the Goertzel coefficient, the factor that turns
+/// the filter state into the DFT value, and how far the phase reference turns per sub-block.
+#[derive(Debug)]
+struct Tables {
+    coeff: [f32; TONES],
+    /// e^{+j w} per tone, to turn (s1, s2) into the DFT value.
+    ejw: [Cpx; TONES],
+    /// e^{-j w SUB}: how far the reference turns per sub-block.
+    step: [(f64, f64); TONES],
     /// e^{j w L (CHAINS-1-k)}: turns chain k's DFT into one referred to the sub-block's end.
     part: [[Cpx; TONES]; CHAINS],
+}
+
+static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(Tables::new);
+
+impl Tables {
+    fn new() -> Self {
+        let mut coeff = [0.0; TONES];
+        let mut ejw = [Cpx::default(); TONES];
+        let mut step = [(1.0, 0.0); TONES];
+        for i in 0..TONES {
+            let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
+            coeff[i] = (2.0 * w.cos()) as f32;
+            ejw[i] = Cpx {
+                re: w.cos() as f32,
+                im: w.sin() as f32,
+            };
+            let a = -w * SUB as f64;
+            step[i] = (a.cos(), a.sin());
+        }
+        let mut part = [[Cpx::default(); TONES]; CHAINS];
+        for (k, pk) in part.iter_mut().enumerate() {
+            for (i, pki) in pk.iter_mut().enumerate() {
+                let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
+                let a = w * (SUB / CHAINS * (CHAINS - 1 - k)) as f64;
+                *pki = Cpx {
+                    re: a.cos() as f32,
+                    im: a.sin() as f32,
+                };
+            }
+        }
+        Self {
+            coeff,
+            ejw,
+            step,
+            part,
+        }
+    }
 }
 
 /// Independent filter chains per sub-block. Each Goertzel step waits on the one before, so
@@ -112,41 +159,13 @@ impl Default for GoertzelBank {
 impl GoertzelBank {
     /// A bank tuned to the eight DTMF frequencies at 8 kHz.
     pub fn new() -> Self {
-        let mut coeff = [0.0; TONES];
-        let mut ejw = [Cpx::default(); TONES];
-        let mut phase = [(1.0, 0.0); TONES];
-        let mut step = [(1.0, 0.0); TONES];
-        for i in 0..TONES {
-            let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
-            coeff[i] = (2.0 * w.cos()) as f32;
-            ejw[i] = Cpx {
-                re: w.cos() as f32,
-                im: w.sin() as f32,
-            };
-            let a = -w * SUB as f64;
-            step[i] = (a.cos(), a.sin());
-            phase[i] = step[i];
-        }
-        let mut part = [[Cpx::default(); TONES]; CHAINS];
-        for (k, pk) in part.iter_mut().enumerate() {
-            for (i, pki) in pk.iter_mut().enumerate() {
-                let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
-                let a = w * (SUB / CHAINS * (CHAINS - 1 - k)) as f64;
-                *pki = Cpx {
-                    re: a.cos() as f32,
-                    im: a.sin() as f32,
-                };
-            }
-        }
+        let k: &'static Tables = &TABLES;
         Self {
-            coeff,
-            ejw,
-            phase,
-            step,
+            k,
+            phase: k.step,
             filled: 0,
             blocks: 0,
             buf: [0.0; SUB],
-            part,
         }
     }
 
@@ -161,21 +180,27 @@ impl GoertzelBank {
     #[inline]
     pub fn feed(&mut self, x: &[f32]) -> Option<SubBlock> {
         debug_assert!(x.len() <= self.remaining());
+        if self.filled == 0 && x.len() == SUB {
+            // A whole sub-block at once (the usual case): run the filters on it where it is.
+            return Some(self.finish(x));
+        }
         self.buf[self.filled..self.filled + x.len()].copy_from_slice(x);
         self.filled += x.len();
         if self.filled < SUB {
             return None;
         }
-        Some(self.finish())
+        let buf = self.buf;
+        Some(self.finish(&buf))
     }
 
-    fn finish(&mut self) -> SubBlock {
+    fn finish(&mut self, x: &[f32]) -> SubBlock {
         const L: usize = SUB / CHAINS;
-        let coeff = self.coeff;
+        let k = self.k;
+        let coeff = k.coeff;
         let mut s1 = [[0f32; TONES]; CHAINS];
         let mut s2 = [[0f32; TONES]; CHAINS];
         let mut e = [0f32; CHAINS];
-        let (first, second) = self.buf.split_at(L);
+        let (first, second) = x.split_at(L);
         for (&va, &vb) in first.iter().zip(second) {
             e[0] += va * va;
             e[1] += vb * vb;
@@ -197,12 +222,12 @@ impl GoertzelBank {
             // Each chain's DFT is e^{-j w n_end_k} (e^{j w} s1 - s2); refer all of them to
             // the end of the sub-block, sum, then to absolute stream time.
             let mut y = Cpx::default();
-            for k in 0..CHAINS {
+            for c in 0..CHAINS {
                 let yk = Cpx {
-                    re: self.ejw[i].re * s1[k][i] - s2[k][i],
-                    im: self.ejw[i].im * s1[k][i],
+                    re: k.ejw[i].re * s1[c][i] - s2[c][i],
+                    im: k.ejw[i].im * s1[c][i],
                 };
-                let r = self.part[k][i];
+                let r = k.part[c][i];
                 y = y.plus(Cpx {
                     re: r.re * yk.re - r.im * yk.im,
                     im: r.re * yk.im + r.im * yk.re,
@@ -213,7 +238,7 @@ impl GoertzelBank {
                 re: (pr as f32) * y.re - (pi as f32) * y.im,
                 im: (pr as f32) * y.im + (pi as f32) * y.re,
             };
-            let (sr, si) = self.step[i];
+            let (sr, si) = k.step[i];
             self.phase[i] = (pr * sr - pi * si, pr * si + pi * sr);
         }
         // Keep the references on the unit circle; in f64 the drift over 256 steps is ~1e-14.

@@ -293,7 +293,9 @@ pub struct Detector {
     bank: GoertzelBank,
     hist: [SubBlock; HIST],
     done: u64,
-    raw: [f32; RAW],
+    /// The last [`RAW`] samples, for the second-harmonic check; 16-bit, as the audio came in
+    /// (or the resampler's output rounded), half the memory a gateway touches per packet here.
+    raw: [i16; RAW],
     raw_pos: usize,
     tone: Option<Tone>,
     mask: MaskState,
@@ -332,7 +334,7 @@ impl Detector {
             bank: GoertzelBank::new(),
             hist: [SubBlock::default(); HIST],
             done: 0,
-            raw: [0.0; RAW],
+            raw: [0; RAW],
             raw_pos: 0,
             tone: None,
             mask: MaskState::default(),
@@ -403,7 +405,9 @@ impl Detector {
         let mut i = 0;
         while i < x.len() {
             let n = self.bank.remaining().min(x.len() - i);
-            for (b, &s) in buf[..n].iter_mut().zip(&x[i..i + n]) {
+            let part = &x[i..i + n];
+            self.keep_raw(part);
+            for (b, &s) in buf[..n].iter_mut().zip(part) {
                 *b = s as f32;
             }
             self.feed(&buf[..n], emit);
@@ -419,10 +423,25 @@ impl Detector {
             let n = self.bank.remaining().min(x.len() - i);
             let mut buf = [0f32; SUB];
             buf[..n].copy_from_slice(&x[i..i + n]);
+            let mut raw = [0i16; SUB];
+            for (r, &v) in raw[..n].iter_mut().zip(&buf[..n]) {
+                // `as` saturates: a resampler's overshoot past full scale is clipped.
+                *r = v as i16;
+            }
+            self.keep_raw(&raw[..n]);
             self.feed(&buf[..n], emit);
             i += n;
         }
         self.after_call(emit);
+    }
+
+    /// Append `x` to the ring of recent samples the second-harmonic check reads.
+    #[inline]
+    fn keep_raw(&mut self, x: &[i16]) {
+        let first = (RAW - self.raw_pos).min(x.len());
+        self.raw[self.raw_pos..self.raw_pos + first].copy_from_slice(&x[..first]);
+        self.raw[..x.len() - first].copy_from_slice(&x[first..]);
+        self.raw_pos = (self.raw_pos + x.len()) % RAW;
     }
 
     /// End of stream: close an open digit and mask a partial sub-block under an open mask.
@@ -448,10 +467,6 @@ impl Detector {
 
     #[inline]
     fn feed<F: FnMut(DetectorEvent)>(&mut self, x: &[f32], emit: &mut F) {
-        let first = (RAW - self.raw_pos).min(x.len());
-        self.raw[self.raw_pos..self.raw_pos + first].copy_from_slice(&x[..first]);
-        self.raw[..x.len() - first].copy_from_slice(&x[first..]);
-        self.raw_pos = (self.raw_pos + x.len()) % RAW;
         if let Some(sb) = self.bank.feed(x) {
             self.hist[(self.done % HIST as u64) as usize] = sb;
             self.done += 1;
@@ -720,7 +735,7 @@ impl Detector {
             (&self.raw[start..], &self.raw[..start + n - RAW])
         };
         for &v in a.iter().chain(b) {
-            let s0 = coeff * s1 + (v - s2);
+            let s0 = coeff * s1 + (v as f32 - s2);
             s2 = s1;
             s1 = s0;
         }
