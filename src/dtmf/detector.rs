@@ -220,6 +220,8 @@ struct Thresholds {
     m_weak20: f32,
     m_weak_run: f32,
     m_weak_short: f32,
+    /// 1, or `m_weak_short` when the look-ahead allows neither waiting nor speculating.
+    m_weak_scale: f32,
     spec_ratio: f32,
     spec_ratio_10ms: f32,
 }
@@ -255,6 +257,7 @@ impl Thresholds {
             m_weak20: m.weak_tone_share_20ms,
             m_weak_run: m.weak_tone_share_run,
             m_weak_short: m.weak_tone_share_scale_short,
+            m_weak_scale: 1.0,
             spec_ratio: m.speculative_energy_ratio,
             spec_ratio_10ms: m.speculative_energy_ratio_10ms,
         }
@@ -370,14 +373,16 @@ impl Detector {
     /// 20 ms or more, a pair's first tone-like 10 ms window is masked only once the next
     /// sub-block agrees. A key press keeps its pair for its whole length, while most speech
     /// and music that passes one window's test does not pass the next; the mask still starts
-    /// where the tone did, well inside the look-ahead.
+    /// where the tone did, well inside the look-ahead. With 1 to 19 ms (no waiting, and no
+    /// speculation either, which is for none) the weak-tone shares are asked at
+    /// `weak_tone_share_scale_short` of their value. Calling it again replaces the setting.
     pub fn with_lookahead(mut self, samples: usize) -> Self {
         self.confirm = if samples >= CONFIRM_LOOKAHEAD { 2 } else { 1 };
-        if self.confirm == 1 && !self.speculate {
-            self.th.m_weak10 *= self.th.m_weak_short;
-            self.th.m_weak20 *= self.th.m_weak_short;
-            self.th.m_weak_run *= self.th.m_weak_short;
-        }
+        self.th.m_weak_scale = if self.confirm == 1 && !self.speculate {
+            self.th.m_weak_short
+        } else {
+            1.0
+        };
         self
     }
 
@@ -830,7 +835,7 @@ impl Detector {
         // tone as a good part of what is not the stronger one (see `weak_share`).
         if self.gate_run.0 == (r, c)
             && self.gate_run.1 + 1 >= th.m_run
-            && weak_share(pr, pc, above(mean)) >= th.m_weak_run
+            && weak_share(pr, pc, above(mean)) >= th.m_weak_run * th.m_weak_scale
         {
             return Weak::Run(r, c);
         }
@@ -841,7 +846,7 @@ impl Detector {
         // with the 5 ms bins' loss off-frequency undone, so a tone 5 % off keeps its share.
         let mut pure = false;
         if ratio2 >= th.m_short {
-            if weak_share(flat_r, flat_c, above(mean)) >= th.m_weak10 {
+            if weak_share(flat_r, flat_c, above(mean)) >= th.m_weak10 * th.m_weak_scale {
                 return Weak::Tone(r, c);
             }
             pure = true;
@@ -851,7 +856,7 @@ impl Detector {
             let (pr4, flat_r4) = self.tracked_power(k, 4, r);
             let (pc4, flat_c4) = self.tracked_power(k, 4, c);
             if pr4 + pc4 >= th.m_long * above(mean4) {
-                if weak_share(flat_r4, flat_c4, above(mean4)) >= th.m_weak20 {
+                if weak_share(flat_r4, flat_c4, above(mean4)) >= th.m_weak20 * th.m_weak_scale {
                     return Weak::Tone(r, c);
                 }
                 pure = true;
