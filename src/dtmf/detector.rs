@@ -61,6 +61,24 @@ fn weak_share(pr: f32, pc: f32, total: f32) -> f32 {
     }
 }
 
+/// `power` of tone `t`, read by [`Detector::tracked_power`] following `turn` per sub-block,
+/// with each 5 ms bin's loss at that frequency offset undone (a tone 5 % off 1633 Hz keeps
+/// only 0.6 of its power in a 5 ms bin); nothing is undone beyond [`FLAT_MAX_DEV`]. Only
+/// asked of windows already pure enough to be masked, so the trigonometry stays off the
+/// common path.
+fn flat_power(power: f32, turn: Cpx, t: usize) -> f32 {
+    // The turn per sub-block is the frequency offset, theta = 2 pi df SUB / RATE; a
+    // SUB-sample rectangular window keeps sin(theta/2) / (SUB sin(theta/(2 SUB))) of a
+    // tone's amplitude that far off.
+    let theta = turn.arg();
+    let df = theta.abs() * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32);
+    if df > FLAT_MAX_DEV * BANK_HZ[t] || theta.abs() < 1e-3 {
+        return power;
+    }
+    let gain = (0.5 * theta).sin() / (SUB as f32 * (0.5 * theta / SUB as f32).sin());
+    power / (gain * gain)
+}
+
 /// Two pairs that may be one tone: a tone between two keys' frequencies (5 % off 941 Hz is
 /// half way to 852) is read by either bin from one sub-block to the next.
 fn near(a: (usize, usize), b: (usize, usize)) -> bool {
@@ -107,8 +125,8 @@ const SPEC_REACH_SHARE: f32 = 0.7;
 const SPEC_HEAD: f64 = 3.0 * RATE as f64 / 1000.0;
 
 /// Frequency offset, as a fraction of the nominal frequency, beyond which a followed tone's
-/// 5 ms bin loss is not undone (see `Detector::tracked_power`): a little past the 5 % the masker
-/// must still remove, short of where a neighbouring key's bin takes over.
+/// 5 ms bin loss is not undone (see `flat_power`): a little past the 5 % the masker must
+/// still remove, short of where a neighbouring key's bin takes over.
 const FLAT_MAX_DEV: f32 = 0.06;
 
 /// Look-ahead (samples at 8 kHz, 20 ms) from which a tone-like window must be confirmed by
@@ -777,8 +795,8 @@ impl Detector {
             return Weak::No;
         }
         // Follow each winner's frequency so a tone a few percent off still counts in full.
-        let (pr, flat_r) = self.tracked_power(k, 2, r);
-        let (pc, flat_c) = self.tracked_power(k, 2, c);
+        let (pr, turn_r) = self.tracked_power(k, 2, r);
+        let (pc, turn_c) = self.tracked_power(k, 2, c);
         if pr < th.m_min_p || pc < th.m_min_p {
             return Weak::No;
         }
@@ -846,17 +864,19 @@ impl Detector {
         // with the 5 ms bins' loss off-frequency undone, so a tone 5 % off keeps its share.
         let mut pure = false;
         if ratio2 >= th.m_short {
-            if weak_share(flat_r, flat_c, above(mean)) >= th.m_weak10 * th.m_weak_scale {
+            let (fr, fc) = (flat_power(pr, turn_r, r), flat_power(pc, turn_c, c));
+            if weak_share(fr, fc, above(mean)) >= th.m_weak10 * th.m_weak_scale {
                 return Weak::Tone(r, c);
             }
             pure = true;
         }
         if self.done >= 4 {
             let (_, _, mean4) = self.window(k, 4);
-            let (pr4, flat_r4) = self.tracked_power(k, 4, r);
-            let (pc4, flat_c4) = self.tracked_power(k, 4, c);
+            let (pr4, turn_r4) = self.tracked_power(k, 4, r);
+            let (pc4, turn_c4) = self.tracked_power(k, 4, c);
             if pr4 + pc4 >= th.m_long * above(mean4) {
-                if weak_share(flat_r4, flat_c4, above(mean4)) >= th.m_weak20 * th.m_weak_scale {
+                let (fr, fc) = (flat_power(pr4, turn_r4, r), flat_power(pc4, turn_c4, c));
+                if weak_share(fr, fc, above(mean4)) >= th.m_weak20 * th.m_weak_scale {
                     return Weak::Tone(r, c);
                 }
                 pure = true;
@@ -878,27 +898,27 @@ impl Detector {
     /// sub-block is turned back by the mean phase drift between sub-blocks before they are
     /// summed, so a tone a few percent off its nominal frequency keeps its coherence while
     /// the window's 50 Hz resolution still tells one tone from a comb of speech harmonics.
-    /// Also returned: the same power with each 5 ms bin's loss at the followed frequency
-    /// undone (a tone 5 % off 1633 Hz keeps only 0.6 of its power in a 5 ms bin); no loss is
-    /// undone beyond [`FLAT_MAX_DEV`] off the nominal frequency.
-    fn tracked_power(&self, k: u64, n: u64, t: usize) -> (f32, f32) {
+    /// Also returned: the turn per sub-block it followed (unit phasor; no turn when the plain
+    /// sum read more), for [`flat_power`].
+    fn tracked_power(&self, k: u64, n: u64, t: usize) -> (f32, Cpx) {
         let first = k + 1 - n;
         let mut rot = Cpx::default();
         for j in first + 1..=k {
             rot = rot.plus(self.sb(j).c[t].mul_conj(self.sb(j - 1).c[t]));
         }
         let m = rot.abs();
+        let none = Cpx { re: 1.0, im: 0.0 };
         let u = if m > 0.0 {
             Cpx {
                 re: rot.re / m,
                 im: rot.im / m,
             }
         } else {
-            Cpx { re: 1.0, im: 0.0 }
+            none
         };
         let mut acc = Cpx::default();
         let mut plain = Cpx::default();
-        let mut ph = Cpx { re: 1.0, im: 0.0 };
+        let mut ph = none;
         for j in first..=k {
             plain = plain.plus(self.sb(j).c[t]);
             acc = acc.plus(self.sb(j).c[t].mul_conj(ph));
@@ -912,19 +932,7 @@ impl Detector {
         // strong one's leakage; then the plain sum is the better reading.
         let (a, p) = (acc.norm_sqr(), plain.norm_sqr());
         let power = 2.0 * a.max(p) / (len * len);
-        if p >= a {
-            return (power, power);
-        }
-        // The turn per sub-block is the frequency offset: theta = 2 pi df SUB / RATE; a
-        // SUB-sample rectangular window keeps sin(theta/2) / (SUB sin(theta/(2 SUB))) of a
-        // tone's amplitude that far off.
-        let theta = u.im.atan2(u.re);
-        let df = theta.abs() * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32);
-        if df > FLAT_MAX_DEV * BANK_HZ[t] || theta.abs() < 1e-3 {
-            return (power, power);
-        }
-        let gain = (0.5 * theta).sin() / (SUB as f32 * (0.5 * theta / SUB as f32).sin());
-        (power, power / (gain * gain))
+        (power, if p >= a { none } else { u })
     }
 
     fn update_tone<F: FnMut(DetectorEvent)>(
