@@ -502,3 +502,89 @@ fn a_flooding_caller_does_not_hold_up_another_call_on_the_same_media_thread() {
     check(&o, 4, false, "flooded neighbour");
     assert_eq!(o.got.len(), packets.len() + FLUSH, "{end}");
 }
+
+/// The return path placed by its RTP timestamps in the recording: the agent side sends
+/// 400 ms of audio, stays silent for a second without sending (DTX, as Opus and VAD
+/// endpoints do: the timestamps jump), then 400 ms more. The second burst must be recorded a
+/// second after the first ends, where the caller heard it, not straight after it (which is
+/// where counting samples put it, so each pause pulled the agent's channel earlier). The
+/// caller talks throughout, in real time, both directions 20 ms apart.
+#[test]
+fn return_audio_after_a_silence_gap_stays_aligned_in_the_recording() {
+    let gw = Gateway::start("relay-return-gap", "");
+    let rx = Receiver::start(Duration::from_millis(700), Duration::from_secs(30));
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!("{{\"downstream\":\"{}\"}}", rx.addr)),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+    let down: std::net::SocketAddr = created["downstream_rtp"].as_str().unwrap().parse().unwrap();
+    // Caller: 2.4 s at a quiet constant level. Agent: a constant level (+3000, then -3000)
+    // in its two bursts, starting 400 ms in: frames 20..40 and 90..110 of the caller's 120.
+    let frames = 120;
+    let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let level = |v: i16| vec![linear_to_ulaw(v); 160];
+    let t0 = std::time::Instant::now();
+    let mut k_agent = 0u32;
+    for k in 0..frames {
+        let due = t0 + Duration::from_millis(20 * k as u64);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let p = build(0, k as u16, k as u32 * 160, SSRC, k == 0, &level(40));
+        phone.send_to(&p, caller).unwrap();
+        let burst = match k {
+            20..40 => Some(3000),
+            90..110 => Some(-3000),
+            _ => None,
+        };
+        if let Some(v) = burst {
+            // The agent's clock runs through the silence: timestamp from the frame index.
+            let p = build(
+                0,
+                k_agent as u16,
+                k as u32 * 160,
+                0xa9e7,
+                k == 20,
+                &level(v),
+            );
+            agent.send_to(&p, down).unwrap();
+            k_agent += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+    assert!(end["return_packets"].as_u64().unwrap() >= 40, "{end}");
+    drop(rx.join());
+    let (rate, ch, rec) = gateway::read_wav(&gw.dir.join(format!("recordings/{id}.wav")));
+    assert_eq!((rate, ch), (8000, 2));
+    let right: Vec<i16> = rec.iter().skip(1).step_by(2).copied().collect();
+    let first = |pred: &dyn Fn(i16) -> bool| right.iter().position(|&v| pred(v));
+    let last = |pred: &dyn Fn(i16) -> bool| right.iter().rposition(|&v| pred(v));
+    let a0 = first(&|v| v > 2000).expect("first burst recorded");
+    let a1 = last(&|v| v > 2000).unwrap();
+    let b0 = first(&|v| v < -2000).expect("second burst recorded");
+    let gap_ms = (b0 - a1 - 1) as f64 / 8.0;
+    println!(
+        "return path: first burst {:.1} ms long at {:.1} ms, second at {:.1} ms: gap {gap_ms:.1} ms (sent 1000 ms apart)",
+        (a1 + 1 - a0) as f64 / 8.0,
+        a0 as f64 / 8.0,
+        b0 as f64 / 8.0
+    );
+    assert_eq!(a1 + 1 - a0, 3200, "first burst whole and in one piece");
+    assert!(
+        (gap_ms - 1000.0).abs() <= 1.0,
+        "the silence between the bursts is {gap_ms:.1} ms in the recording, not 1000"
+    );
+    // Where the agent's audio sits against the caller's: beside the caller audio that was
+    // leaving the gateway when it came back (the caller's frame 20, less the look-ahead
+    // still held), within a few frames.
+    let want_ms = 400.0;
+    assert!(
+        (a0 as f64 / 8.0 - want_ms).abs() <= 60.0,
+        "first burst at {:.1} ms, caller timeline says about {want_ms:.1} ms",
+        a0 as f64 / 8.0
+    );
+}

@@ -360,6 +360,7 @@ struct LegOut<'a> {
     metrics: &'a Metrics,
     rate: u32,
     ssrc_changed: bool,
+    caller_audio_end: &'a mut u64,
 }
 
 impl Outputs for LegOut<'_> {
@@ -399,6 +400,7 @@ impl LegOutputs for LegOut<'_> {
     }
 
     fn audio(&mut self, at: MediaTime, samples: &[i16]) {
+        *self.caller_audio_end = at.sample + samples.len() as u64;
         send_audio(self.sinks, Side::Caller, self.rate, at.sample, samples);
     }
 
@@ -442,6 +444,7 @@ macro_rules! leg_out {
             metrics: &$call.metrics,
             rate: $call.spec.leg.rate,
             ssrc_changed: false,
+            caller_audio_end: &mut $call.caller_audio_end,
         }
     };
 }
@@ -460,7 +463,11 @@ pub struct Call {
     caller_rtcp_addr: Option<SocketAddr>,
     last_caller: Instant,
     return_packets: u64,
-    down_pos: u64,
+    /// End of the caller audio handed to the sinks so far, on the caller's timeline.
+    caller_audio_end: u64,
+    /// Where the return path's RTP timestamps sit on the caller's timeline (see
+    /// [`DownAnchor`]); `None` until both directions carry audio.
+    down_anchor: Option<DownAnchor>,
     /// Decoder for the return path's audio when it is a frame codec (for the recorder).
     down_dec: Option<Box<dyn FrameDecoder>>,
     stats_seen: LegStats,
@@ -504,7 +511,8 @@ impl Call {
             created: now,
             last_caller: now,
             return_packets: 0,
-            down_pos: 0,
+            caller_audio_end: 0,
+            down_anchor: None,
             down_dec,
             stats_seen: LegStats::default(),
             process_time: LocalHistogram::default(),
@@ -617,17 +625,31 @@ impl Call {
         if !self.sinks.wants_audio(Side::Downstream) {
             return;
         }
-        let mut lin = [0i16; MAX_RETURN_SAMPLES];
-        if let Some(n) = decode_payload(buf, &self.spec.leg, &mut self.down_dec, &mut lin) {
-            send_audio(
-                &self.sinks,
-                Side::Downstream,
-                self.spec.leg.rate,
-                self.down_pos,
-                &lin[..n],
-            );
-            self.down_pos += n as u64;
+        // Before the caller's first audio there is no timeline to place it on (the recorder
+        // starts with the caller).
+        if self.caller_audio_end == 0 {
+            return;
         }
+        let mut lin = [0i16; MAX_RETURN_SAMPLES];
+        let Some((n, ssrc, ts)) = decode_payload(buf, &self.spec.leg, &mut self.down_dec, &mut lin)
+        else {
+            return;
+        };
+        let max_skew = u64::from(self.spec.leg.rate) * DOWN_MAX_SKEW_MS / 1000;
+        let at = DownAnchor::place(
+            &mut self.down_anchor,
+            ssrc,
+            ts,
+            self.caller_audio_end,
+            max_skew,
+        );
+        send_audio(
+            &self.sinks,
+            Side::Downstream,
+            self.spec.leg.rate,
+            at,
+            &lin[..n],
+        );
     }
 }
 
@@ -837,13 +859,57 @@ fn return_decoder(_: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
 
 /// Decode the audio payload of a downstream packet into `out`; `None` for anything that is
 /// not the call's audio codec (telephone-events, comfort noise, junk).
+/// How far the return path's timestamps may put its audio from the caller's newest sample
+/// before they are no longer believed (a sender that reset its clock) and the stream is
+/// placed afresh at the caller's newest sample. Jitter and the look-ahead are well inside.
+const DOWN_MAX_SKEW_MS: u64 = 1000;
+
+/// The return path on the caller's timeline. Its audio is placed by its RTP timestamps, not
+/// by counting samples: a sender that stops while its user is silent (DTX, VAD with comfort
+/// noise) leaves a gap in timestamps, and counting would pull everything after the gap
+/// early, so the recording's two channels drift apart by every pause the agent makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DownAnchor {
+    ssrc: u32,
+    /// RTP timestamp placed at `at0`.
+    ts0: u32,
+    at0: u64,
+}
+
+impl DownAnchor {
+    /// Where the packet with `ssrc` and `ts` goes, given the caller's newest sample `now`;
+    /// (re)anchors at `now` for a new stream, or when the timestamps would place it more than
+    /// `max_skew` samples from `now`.
+    fn place(anchor: &mut Option<Self>, ssrc: u32, ts: u32, now: u64, max_skew: u64) -> u64 {
+        if let Some(a) = *anchor {
+            if a.ssrc == ssrc {
+                // Signed distance, so a packet from just before the anchor (reordered) is
+                // placed before it rather than four billion samples on.
+                let at = a.at0 as i64 + i64::from(ts.wrapping_sub(a.ts0) as i32);
+                if at >= 0 && (at as u64).abs_diff(now) <= max_skew {
+                    return at as u64;
+                }
+            }
+        }
+        *anchor = Some(Self {
+            ssrc,
+            ts0: ts,
+            at0: now,
+        });
+        now
+    }
+}
+
+/// Decode a return-path packet for the recorder: samples written to `out`, and the packet's
+/// SSRC and RTP timestamp.
 fn decode_payload(
     buf: &[u8],
     leg: &LegConfig,
     dec: &mut Option<Box<dyn FrameDecoder>>,
     out: &mut [i16],
-) -> Option<usize> {
+) -> Option<(usize, u32, u32)> {
     let p = rtp_types::RtpPacket::parse(buf).ok()?;
+    let (ssrc, ts) = (p.ssrc(), p.timestamp());
     if p.payload_type() != leg.downstream_pt.unwrap_or(leg.audio_pt) {
         return None;
     }
@@ -860,21 +926,22 @@ fn decode_payload(
             if n > out.len() {
                 return None;
             }
-            d.decode(pl, &mut out[..n]).ok()
+            let n = d.decode(pl, &mut out[..n]).ok()?;
+            Some((n, ssrc, ts))
         }
         Codec::Pcmu | Codec::Pcma => {
             let n = pl.len().min(out.len());
             for (o, &b) in out[..n].iter_mut().zip(pl) {
                 *o = leg.codec.decode_byte(b);
             }
-            Some(n)
+            Some((n, ssrc, ts))
         }
         Codec::Pcm16 => {
             let n = (pl.len() / 2).min(out.len());
             for (o, s) in out[..n].iter_mut().zip(pl.chunks_exact(2)) {
                 *o = i16::from_be_bytes([s[0], s[1]]);
             }
-            Some(n)
+            Some((n, ssrc, ts))
         }
     }
 }
@@ -913,3 +980,41 @@ pub fn bind_pair(
 
 /// Channel id of the caller leg (one masked channel per call).
 pub const CALLER_CHANNEL: ChannelId = ChannelId(0);
+
+#[cfg(test)]
+mod tests {
+    use super::DownAnchor;
+
+    /// Return-path placement: timestamps keep their spacing across a silence gap, a
+    /// reordered packet lands before its successor, the 32-bit wrap is seamless, and a new
+    /// SSRC or a timestamp jump beyond the skew re-anchors at the caller's newest sample.
+    #[test]
+    fn return_audio_is_placed_by_its_timestamps() {
+        let mut a = None;
+        let skew = 8000;
+        // First packet: anchored where the caller is.
+        assert_eq!(DownAnchor::place(&mut a, 7, 1000, 50_000, skew), 50_000);
+        // A packet from before the anchor, reordered: before it, not at the end of time.
+        assert_eq!(DownAnchor::place(&mut a, 7, 840, 50_000, skew), 49_840);
+        // 20 ms on, then a second of DTX: the caller moved on as far.
+        assert_eq!(DownAnchor::place(&mut a, 7, 1160, 50_160, skew), 50_160);
+        assert_eq!(DownAnchor::place(&mut a, 7, 9320, 58_400, skew), 58_320);
+        // Across the timestamp wrap.
+        let mut w = None;
+        assert_eq!(
+            DownAnchor::place(&mut w, 1, u32::MAX - 159, 10_000, skew),
+            10_000
+        );
+        assert_eq!(DownAnchor::place(&mut w, 1, 0, 10_160, skew), 10_160);
+        // A new stream is placed afresh.
+        assert_eq!(DownAnchor::place(&mut a, 8, 5, 60_000, skew), 60_000);
+        assert_eq!(DownAnchor::place(&mut a, 8, 165, 60_160, skew), 60_160);
+        // A sender that reset its clock: the timestamps would say a minute off.
+        assert_eq!(DownAnchor::place(&mut a, 8, 480_165, 60_320, skew), 60_320);
+        assert_eq!(DownAnchor::place(&mut a, 8, 480_325, 60_480, skew), 60_480);
+        // Timestamps that would fall before the call began re-anchor too.
+        let mut e = None;
+        assert_eq!(DownAnchor::place(&mut e, 3, 100_000, 100, skew), 100);
+        assert_eq!(DownAnchor::place(&mut e, 3, 99_000, 100, skew), 100);
+    }
+}

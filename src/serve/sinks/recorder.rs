@@ -9,7 +9,10 @@
 //! # Timeline
 //!
 //! File position `p` holds caller sample `p` and downstream sample `p`, both counted by
-//! their `at_sample` (each side's timeline starts at its own first packet and has no gaps).
+//! their `at_sample`. The caller's timeline starts at its first packet and has no gaps; the
+//! call places the downstream leg on it by that leg's RTP timestamps, anchored beside the
+//! caller audio that was leaving when the return audio began (`DownAnchor` in `call.rs`), so
+//! a return path that stops sending while its user is silent stays in step.
 //! Where a side has no audio (not started yet, a dropped frame, a shorter side) the file has
 //! silence. Positions in a paused span are left out of the file altogether, so the file is
 //! shorter than the call by the paused time; the sidecar maps the cuts.
