@@ -469,3 +469,129 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
         d.len()
     );
 }
+
+/// ffmpeg's RTCP through the gateway: the sender reports ffmpeg sends beside its RTP reach
+/// downstream naming the stream downstream actually receives (the gateway's SSRC, its
+/// timestamps, its counts), so a receiver that maps RTP time to NTP time by them (a
+/// recorder aligning streams, lip sync) can use them. Relayed as they came they named a
+/// stream downstream never sees.
+#[test]
+fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
+    need("ffmpeg");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fixture = format!("{root}/sample-audio/payment-call-8k-ulaw.wav");
+    let gw = Gateway::start("peers-rtcp", "");
+    let down_port = free_udp_port();
+    let rtp = std::net::UdpSocket::bind(("127.0.0.1", down_port)).unwrap();
+    let rtcp = std::net::UdpSocket::bind(("127.0.0.1", down_port + 1)).unwrap();
+    rtp.set_nonblocking(true).unwrap();
+    rtcp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let c = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(r#"{{"downstream":"127.0.0.1:{down_port}"}}"#)),
+    );
+    let id = c["call_id"].as_str().unwrap().to_string();
+    let caller = c["caller_rtp"].as_str().unwrap().to_string();
+    // Both downstream sockets are read until ffmpeg is done and a little after; each RTCP
+    // compound is kept with how many RTP packets had arrived before it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut got_rtp, mut got_rtcp) = (Vec::new(), Vec::new());
+        let (mut buf, mut cbuf) = ([0u8; 2048], [0u8; 2048]);
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            while let Ok(n) = rtp.recv(&mut buf) {
+                got_rtp.push(parse(&buf[..n]));
+            }
+            if let Ok(n) = rtcp.recv(&mut cbuf) {
+                // The RTP that left before this report, counted before it.
+                while let Ok(m) = rtp.recv(&mut buf) {
+                    got_rtp.push(parse(&buf[..m]));
+                }
+                got_rtcp.push((got_rtp.len(), cbuf[..n].to_vec()));
+            }
+        }
+        (got_rtp, got_rtcp)
+    });
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-t",
+            "12",
+            "-i",
+            &fixture,
+        ])
+        .args(["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1", "-f", "rtp"])
+        .arg(format!("rtp://{caller}?pkt_size=172"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg failed");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (got_rtp, got_rtcp) = reader.join().unwrap();
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+
+    assert!(
+        got_rtp.len() > 400,
+        "{} RTP packets downstream",
+        got_rtp.len()
+    );
+    let ours = got_rtp[0].ssrc;
+    let (ts_lo, ts_hi) = (got_rtp[0].ts, got_rtp.last().unwrap().ts);
+    let mut srs = 0;
+    for (seen, b) in &got_rtcp {
+        let compound = rtcp_types::Compound::parse(b).expect("valid RTCP downstream");
+        for p in compound {
+            match p.unwrap() {
+                rtcp_types::Packet::Sr(sr) => {
+                    srs += 1;
+                    assert_eq!(sr.ssrc(), ours, "sender report names the gateway's stream");
+                    let ts = sr.rtp_timestamp();
+                    // The same media instant on the gateway's timeline: inside what
+                    // downstream received (give or take the look-ahead and a packet).
+                    assert!(
+                        ts.wrapping_sub(ts_lo) as i32 >= 0 && ts_hi.wrapping_sub(ts) as i32 >= -480,
+                        "SR timestamp {ts} outside the stream's {ts_lo}..{ts_hi}"
+                    );
+                    let pc = sr.packet_count() as usize;
+                    let oc = sr.octet_count() as usize;
+                    eprintln!("SR: {pc} packets, {oc} octets; downstream had {seen}");
+                    // What the gateway had sent when the report passed: no more than had
+                    // arrived when the test read it (it reads a little late under load),
+                    // and its octets exactly the payload bytes of those packets.
+                    assert!(
+                        pc <= *seen && *seen - pc <= 50,
+                        "SR counts {pc} packets, downstream had {seen}"
+                    );
+                    let bytes: usize = got_rtp[..pc].iter().map(|p| p.payload.len()).sum();
+                    assert_eq!(oc, bytes, "octets of the first {pc} packets downstream");
+                }
+                rtcp_types::Packet::Sdes(sdes) => {
+                    for ch in sdes.chunks().take(1) {
+                        assert_eq!(ch.ssrc(), ours, "SDES names the gateway's stream");
+                    }
+                }
+                rtcp_types::Packet::Bye(bye) => {
+                    assert!(
+                        bye.ssrcs().all(|s| s == ours),
+                        "BYE names the gateway's stream"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    println!(
+        "ffmpeg RTCP through the gateway: {} compounds, {srs} sender reports downstream, all about SSRC {ours:#x}; {} RTP packets",
+        got_rtcp.len(),
+        got_rtp.len()
+    );
+    assert!(srs >= 2, "ffmpeg's sender reports did not reach downstream");
+}

@@ -588,3 +588,111 @@ fn return_audio_after_a_silence_gap_stays_aligned_in_the_recording() {
         a0 as f64 / 8.0
     );
 }
+
+/// Two UDP sockets on an even port and the next one (RTP and its RTCP).
+fn socket_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
+    loop {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = a.local_addr().unwrap().port();
+        if p.is_multiple_of(2) {
+            if let Ok(b) = std::net::UdpSocket::bind(("127.0.0.1", p + 1)) {
+                return (a, b);
+            }
+        }
+    }
+}
+
+/// RTCP both ways through the gateway with plain sockets on each side: the caller's
+/// receiver report reaches downstream from the gateway's SSRC, and downstream's report
+/// about the gateway's stream reaches the caller about the caller's own SSRC (so the
+/// caller's stack can match it to what it sends). (`tests/serve_peers.rs` runs ffmpeg's
+/// sender reports through.)
+#[test]
+fn rtcp_reports_name_the_stream_each_side_sees() {
+    use rtcp_types::{Compound, Packet, ReceiverReport, ReportBlock, RtcpPacketWriterExt};
+    let write = |c: rtcp_types::CompoundBuilder<'_>| {
+        let mut b = vec![0u8; 512];
+        let n = c.write_into(&mut b).unwrap();
+        b.truncate(n);
+        b
+    };
+    let gw = Gateway::start("relay-rtcp", "");
+    let (down_rtp, down_rtcp) = socket_pair();
+    for s in [&down_rtp, &down_rtcp] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            "{{\"downstream\":\"{}\"}}",
+            down_rtp.local_addr().unwrap()
+        )),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+    let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
+    let down: std::net::SocketAddr = created["downstream_rtp"].as_str().unwrap().parse().unwrap();
+    let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+    let (phone, phone_rtcp) = socket_pair();
+    phone_rtcp
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for k in 0..10u16 {
+        let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
+        phone.send_to(&p, caller).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut buf = [0u8; 2048];
+    let n = down_rtp.recv(&mut buf).unwrap();
+    let ours = parse(&buf[..n]).ssrc;
+    assert_ne!(ours, SSRC);
+
+    // Caller to downstream: a receiver report from the caller (about the return stream).
+    let rr = write(Compound::builder().add_packet(
+        ReceiverReport::builder(SSRC).add_report_block(ReportBlock::builder(0xd0d0_d0d0)),
+    ));
+    phone_rtcp.send_to(&rr, caller_rtcp).unwrap();
+    let n = down_rtcp.recv(&mut buf).unwrap();
+    let Some(Ok(Packet::Rr(got))) = Compound::parse(&buf[..n]).unwrap().next() else {
+        panic!("no receiver report downstream")
+    };
+    assert_eq!(
+        got.ssrc(),
+        ours,
+        "the caller's report comes from the gateway's SSRC"
+    );
+    assert_eq!(got.report_blocks().next().unwrap().ssrc(), 0xd0d0_d0d0);
+
+    // Downstream to caller: a report about the gateway's stream.
+    let rr = write(
+        Compound::builder().add_packet(
+            ReceiverReport::builder(0xd0d0_d0d0)
+                .add_report_block(ReportBlock::builder(ours).cumulative_lost(2)),
+        ),
+    );
+    down_rtcp.send_to(&rr, gw_down_rtcp).unwrap();
+    let n = phone_rtcp.recv(&mut buf).unwrap();
+    let Some(Ok(Packet::Rr(got))) = Compound::parse(&buf[..n]).unwrap().next() else {
+        panic!("no receiver report at the caller")
+    };
+    assert_eq!(got.ssrc(), 0xd0d0_d0d0);
+    let block = got.report_blocks().next().unwrap();
+    assert_eq!(
+        (block.ssrc(), block.cumulative_lost()),
+        (SSRC, 2),
+        "the report is about the caller's own stream"
+    );
+
+    // Not RTCP at all: relayed as it came, and counted.
+    phone_rtcp.send_to(b"not rtcp", caller_rtcp).unwrap();
+    let n = down_rtcp.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"not rtcp");
+    let metrics = gw.http("GET", "/metrics", None).1;
+    assert!(
+        metrics.contains("tonewall_rtcp_invalid_total 1"),
+        "invalid RTCP not counted"
+    );
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+}

@@ -17,6 +17,7 @@ use serde::Deserialize;
 #[cfg_attr(not(feature = "opus"), allow(unused_imports))]
 use super::frames::{FrameOut, FrameSrc, FrameStage};
 use super::reorder::{ReorderBuffer, SeqClass, Sequencer};
+use super::rtcp::RtcpError;
 use super::telephone_event::{EventState, EventTracker, Observed, TelephoneEvent};
 use crate::codec::Codec;
 use crate::dtmf::Digit;
@@ -286,6 +287,8 @@ pub(super) struct OutStream {
     /// Timestamp advance to apply before the next packet (a pause the sender took).
     ts_jump: u32,
     packets: u64,
+    /// Payload bytes sent (for RTCP sender reports).
+    octets: u64,
     pkt: Vec<u8>,
     /// L16 payload in network byte order.
     be: Vec<u8>,
@@ -337,6 +340,7 @@ impl OutStream {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(ts_adv);
         self.packets += 1;
+        self.octets += payload.len() as u64;
     }
 
     /// Let `ts_adv` ticks pass with no packet (the receiver sees a loss, never audio).
@@ -536,6 +540,7 @@ impl CallerLeg {
                 delay: delay as u64,
                 marker_pending: true,
                 ts_jump: 0,
+                octets: 0,
                 packets: 0,
                 pkt: vec![0; 12 + scratch * bytes_per_sample],
                 be: vec![0; scratch * 2],
@@ -596,6 +601,45 @@ impl CallerLeg {
             reencoded: splice.reencoded,
             ..self.stats
         }
+    }
+
+    /// Rewrite an RTCP compound from the caller, in place, for downstream: the caller's
+    /// SSRC becomes ours, a sender report's RTP timestamp moves to our timeline for the same
+    /// media instant and its counts become what we sent (see [`rtcp`](super::rtcp)).
+    pub fn rtcp_to_downstream(&self, buf: &mut [u8]) -> Result<usize, RtcpError> {
+        let o = &self.out_stream;
+        super::rtcp::to_downstream(
+            buf,
+            o.ssrc,
+            |ts| self.output_ts_of(ts),
+            o.packets as u32,
+            o.octets as u32,
+        )
+    }
+
+    /// Rewrite an RTCP compound from downstream, in place, for the caller: reports about our
+    /// SSRC become reports about the caller's current one. Nothing changes before the
+    /// caller's first packet.
+    pub fn rtcp_to_caller(&self, buf: &mut [u8]) -> Result<usize, RtcpError> {
+        match self.ssrc_in {
+            Some(caller) => super::rtcp::to_caller(buf, self.out_stream.ssrc, caller),
+            None => super::rtcp::validate(buf).map(|()| 0),
+        }
+    }
+
+    /// Our output timestamp for the media instant the caller stamped `ts_in`: through the
+    /// pipeline position it has (or will have) and the delay to the output sample carrying
+    /// it. `None` before the first packet.
+    fn output_ts_of(&self, ts_in: u32) -> Option<u32> {
+        let next = self.next_ts?;
+        let o = &self.out_stream;
+        let div = i64::from(o.clock_div.max(1));
+        let pos = self.pipe.in_pos() as i64 + i64::from(ts_in.wrapping_sub(next) as i32);
+        let ahead = (pos + o.delay as i64 - o.emitted as i64).div_euclid(div);
+        Some(
+            o.ts.wrapping_add(o.ts_jump / o.clock_div.max(1))
+                .wrapping_add(ahead as i32 as u32),
+        )
     }
 
     /// Pipeline delay in samples: output packets carry audio this much older than the input.

@@ -22,6 +22,7 @@
 mod frames;
 mod leg;
 pub mod reorder;
+pub mod rtcp;
 #[cfg_attr(not(feature = "opus"), allow(dead_code))]
 mod splice;
 pub mod telephone_event;

@@ -25,6 +25,7 @@ use super::sinks::{AudioFrame, CallSinks, SecureDelivery, Side, SinkSettings, MA
 use crate::codec::{Codec, FrameDecoder};
 use crate::dtmf::Digit;
 use crate::event::{Event, Outputs, SecureDigit};
+use crate::rtp::rtcp::RtcpError;
 use crate::rtp::{CallerLeg, LegConfig, LegOutputs, LegStats, StreamEvent};
 use crate::time::{ChannelId, MediaTime};
 
@@ -660,17 +661,34 @@ impl Call {
         }
         self.caller_rtcp_addr = Some(from);
         let to = next_port(self.spec.downstream);
-        if self.socks.down_rtcp.send_to(buf, to).is_err() {
-            self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+        // Downstream sees the caller's audio under our SSRC and timeline: so must its RTCP.
+        // A compound that does not validate goes through as it came (it names no stream of
+        // ours to fix, and dropping it would only hide the peer's problem); it is counted. A
+        // sender report from before the first audio packet has no time on our timeline yet
+        // and is held back (the caller sends another within seconds).
+        let mut b = [0u8; RTCP_MAX];
+        let n = buf.len().min(RTCP_MAX);
+        b[..n].copy_from_slice(&buf[..n]);
+        match self.leg.rtcp_to_downstream(&mut b[..n]) {
+            Ok(_) => {}
+            Err(RtcpError::NoTimeline) => return,
+            Err(RtcpError::Invalid(_)) => {
+                self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        send(&self.socks.down_rtcp, &b[..n], to, &self.metrics);
         self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
     }
 
     fn on_down_rtcp(&mut self, buf: &[u8]) {
         if let Some(to) = self.caller_rtcp_addr {
-            if self.socks.caller_rtcp.send_to(buf, to).is_err() {
-                self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+            let mut b = [0u8; RTCP_MAX];
+            let n = buf.len().min(RTCP_MAX);
+            b[..n].copy_from_slice(&buf[..n]);
+            if self.leg.rtcp_to_caller(&mut b[..n]).is_err() {
+                self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
             }
+            send(&self.socks.caller_rtcp, &b[..n], to, &self.metrics);
             self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -859,6 +877,9 @@ fn return_decoder(_: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
 
 /// Decode the audio payload of a downstream packet into `out`; `None` for anything that is
 /// not the call's audio codec (telephone-events, comfort noise, junk).
+/// Largest RTCP compound relayed (the media thread's read size).
+const RTCP_MAX: usize = 2048;
+
 /// How far the return path's timestamps may put its audio from the caller's newest sample
 /// before they are no longer believed (a sender that reset its clock) and the stream is
 /// placed afresh at the caller's newest sample. Jitter and the look-ahead are well inside.

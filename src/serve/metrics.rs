@@ -35,6 +35,8 @@ pub struct Metrics {
     pub return_packets: AtomicU64,
     /// RTCP packets relayed (both directions).
     pub rtcp_packets: AtomicU64,
+    /// RTCP compounds that did not validate (relayed as they came, SSRCs not rewritten).
+    pub rtcp_invalid: AtomicU64,
     /// Audio frames through the masker.
     pub frames: AtomicU64,
     /// Caller packets lost (concealed with silence).
@@ -240,6 +242,12 @@ impl Metrics {
             "tonewall_rtcp_packets_total",
             "RTCP packets relayed.",
             g(&self.rtcp_packets),
+        );
+        counter(
+            &mut s,
+            "tonewall_rtcp_invalid_total",
+            "RTCP compounds that did not validate, relayed without SSRC rewriting.",
+            g(&self.rtcp_invalid),
         );
         counter(
             &mut s,
