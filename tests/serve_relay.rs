@@ -696,3 +696,103 @@ fn rtcp_reports_name_the_stream_each_side_sees() {
     let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
     assert_eq!(end["ended"], "api");
 }
+
+/// The return path of a transcoded call through the real binary: an Opus caller whose
+/// downstream leg is PCMU hears downstream's PCMU as Opus in its own payload type, and the
+/// recording's downstream channel (at the caller's 48 kHz) holds it.
+#[cfg(feature = "opus")]
+#[test]
+fn an_opus_caller_hears_a_pcmu_downstream_as_opus() {
+    use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
+    let gw = Gateway::start("relay-return-opus", "");
+    let (down_rtp, _down_rtcp) = socket_pair();
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            r#"{{"downstream":"{}","codec":"opus","payload_type":111,"rate":48000,"downstream_codec":"pcmu"}}"#,
+            down_rtp.local_addr().unwrap()
+        )),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+    let down: std::net::SocketAddr = created["downstream_rtp"].as_str().unwrap().parse().unwrap();
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone.set_nonblocking(true).unwrap();
+    let mut enc = OpusEncoder::new(24_000).unwrap();
+    let mut opus = vec![0u8; enc.max_packet()];
+    let quiet = vec![20i16; 960];
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 2048];
+    let t0 = std::time::Instant::now();
+    for k in 0..75u32 {
+        let due = t0 + Duration::from_millis(20 * u64::from(k));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        let n = enc.encode(&quiet, &mut opus).unwrap();
+        let p = build(111, k as u16, k * 960, SSRC, k == 0, &opus[..n]);
+        phone.send_to(&p, caller).unwrap();
+        // Downstream answers with a 440 Hz tone in PCMU from the fifth frame on.
+        if k >= 5 {
+            let j = k - 5;
+            let pl: Vec<u8> = (0..160)
+                .map(|i| {
+                    let t = f64::from(j * 160 + i) / 8000.0;
+                    linear_to_ulaw((6000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16)
+                })
+                .collect();
+            let p = build(0, j as u16, j * 160, 0xd0d0, j == 0, &pl);
+            down_rtp.send_to(&p, down).unwrap();
+        }
+        while let Ok(n) = phone.recv(&mut buf) {
+            heard.push(parse(&buf[..n]));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    while let Ok(n) = phone.recv(&mut buf) {
+        heard.push(parse(&buf[..n]));
+    }
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+    assert!(
+        heard.len() >= 60,
+        "{} packets back at the caller",
+        heard.len()
+    );
+    assert!(
+        heard.iter().all(|p| p.pt == 111),
+        "the caller got another codec"
+    );
+    let mut dec = OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; 960];
+    let mut x = Vec::new();
+    for p in &heard {
+        let n = dec.decode(&p.payload, &mut pcm).unwrap();
+        x.extend_from_slice(&pcm[..n]);
+    }
+    let share = |x: &[i16], rate: f64| {
+        let w = 2.0 * std::f64::consts::PI * 440.0 / rate;
+        let (mut s1, mut s2, mut tot) = (0.0f64, 0.0f64, 0.0f64);
+        for &v in x {
+            let s0 = f64::from(v) + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+            tot += f64::from(v).powi(2);
+        }
+        (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) * 2.0 / x.len() as f64 / tot.max(1.0)
+    };
+    let heard_share = share(&x[9600..x.len() - 4800], 48_000.0);
+    let (rate, ch, rec) = gateway::read_wav(&gw.dir.join(format!("recordings/{id}.wav")));
+    assert_eq!((rate, ch), (48_000, 2));
+    let right: Vec<i16> = rec.iter().skip(1).step_by(2).copied().collect();
+    let first = right
+        .iter()
+        .position(|&v| v.abs() > 1000)
+        .expect("downstream recorded");
+    let rec_share = share(&right[first + 4800..first + 4800 + 48_000], 48_000.0);
+    println!(
+        "return path to an Opus caller: {} Opus packets, 440 Hz holds {heard_share:.2} of what the caller decodes and {rec_share:.2} of the recording's downstream channel",
+        heard.len()
+    );
+    assert!(heard_share > 0.8, "caller hears {heard_share:.2} of 440 Hz");
+    assert!(rec_share > 0.8, "recording holds {rec_share:.2} of 440 Hz");
+}

@@ -471,6 +471,9 @@ pub struct Call {
     down_anchor: Option<DownAnchor>,
     /// Decoder for the return path's audio when it is a frame codec (for the recorder).
     down_dec: Option<Box<dyn FrameDecoder>>,
+    /// The return path of an Opus caller whose downstream leg is G.711: back to Opus.
+    #[cfg(feature = "opus")]
+    ret: Option<Box<super::return_leg::ReturnTranscoder>>,
     stats_seen: LegStats,
     process_time: LocalHistogram,
     unaccounted: u32,
@@ -499,6 +502,8 @@ impl Call {
         let now = Instant::now();
         let spec_timeout = spec.media_timeout;
         let down_dec = return_decoder(&spec.leg);
+        #[cfg(feature = "opus")]
+        let ret = super::return_leg::ReturnTranscoder::new(&spec.leg).map(Box::new);
         Self {
             caller_addr: spec.caller,
             caller_rtcp_addr: spec.caller.map(next_port),
@@ -515,6 +520,8 @@ impl Call {
             caller_audio_end: 0,
             down_anchor: None,
             down_dec,
+            #[cfg(feature = "opus")]
+            ret,
             stats_seen: LegStats::default(),
             process_time: LocalHistogram::default(),
             unaccounted: 0,
@@ -617,6 +624,36 @@ impl Call {
         let Some(caller) = self.caller_addr else {
             return;
         };
+        #[cfg(feature = "opus")]
+        if let Some(t) = self.ret.as_mut() {
+            // Transcoded call: the caller hears downstream's G.711 as Opus again.
+            let (sock, metrics, sinks) = (&self.socks.caller_rtp, &self.metrics, &self.sinks);
+            let (anchor, now) = (&mut self.down_anchor, self.caller_audio_end);
+            let rate = self.spec.leg.rate;
+            let max_skew = u64::from(rate) * DOWN_MAX_SKEW_MS / 1000;
+            let record = now > 0 && sinks.wants_audio(Side::Downstream);
+            let mut sent = 0u64;
+            t.packet(
+                buf,
+                |p| {
+                    if sock.send_to(p, caller).is_err() {
+                        metrics.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent += 1;
+                },
+                |ssrc, ts, a| {
+                    if record {
+                        let at = DownAnchor::place(anchor, ssrc, ts, now, max_skew);
+                        send_audio(sinks, Side::Downstream, rate, at, a);
+                    }
+                },
+            );
+            self.return_packets += sent;
+            self.metrics
+                .return_packets
+                .fetch_add(sent, Ordering::Relaxed);
+            return;
+        }
         if self.socks.caller_rtp.send_to(buf, caller).is_err() {
             self.metrics.send_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -875,8 +912,6 @@ fn return_decoder(_: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
     None
 }
 
-/// Decode the audio payload of a downstream packet into `out`; `None` for anything that is
-/// not the call's audio codec (telephone-events, comfort noise, junk).
 /// Largest RTCP compound relayed (the media thread's read size).
 const RTCP_MAX: usize = 2048;
 
@@ -922,7 +957,8 @@ impl DownAnchor {
 }
 
 /// Decode a return-path packet for the recorder: samples written to `out`, and the packet's
-/// SSRC and RTP timestamp.
+/// SSRC and RTP timestamp; `None` for anything that is not the call's audio codec
+/// (telephone-events, comfort noise, junk).
 fn decode_payload(
     buf: &[u8],
     leg: &LegConfig,
@@ -935,8 +971,8 @@ fn decode_payload(
         return None;
     }
     if leg.downstream_codec.is_some_and(|c| c != leg.codec) {
-        // Transcoded call: the return audio runs at another rate than the recorder's file;
-        // it is relayed but not recorded (see README, known gaps).
+        // Transcoded call: its return path goes through `return_leg` instead (back to
+        // Opus, recorded at the caller's rate); nothing to decode here.
         return None;
     }
     let pl = p.payload();

@@ -11,6 +11,8 @@ pub mod config;
 pub mod events;
 pub mod loadgen;
 pub mod metrics;
+#[cfg(feature = "opus")]
+pub mod return_leg;
 pub mod sinks;
 pub mod sys;
 #[cfg(feature = "whip")]
