@@ -477,10 +477,21 @@ fn sipp_telephone_events_are_captured_and_never_forwarded() {
 /// stream downstream never sees.
 #[test]
 fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
+    rtcp_run(&PCMU_PEERS);
+}
+
+/// The same with an Opus caller, whose packets the gateway mostly forwards (spliced).
+#[cfg(feature = "opus")]
+#[test]
+fn ffmpeg_opus_sender_reports_reach_downstream_about_the_stream_it_receives() {
+    rtcp_run(&OPUS_PEERS);
+}
+
+fn rtcp_run(pc: &PeerCodec) {
     need("ffmpeg");
     let root = env!("CARGO_MANIFEST_DIR");
-    let fixture = format!("{root}/sample-audio/payment-call-8k-ulaw.wav");
-    let gw = Gateway::start("peers-rtcp", "");
+    let fixture = format!("{root}/sample-audio/{}.wav", pc.fixture);
+    let gw = Gateway::start(&format!("peers-rtcp-{}", pc.name), "");
     let down_port = free_udp_port();
     let rtp = std::net::UdpSocket::bind(("127.0.0.1", down_port)).unwrap();
     let rtcp = std::net::UdpSocket::bind(("127.0.0.1", down_port + 1)).unwrap();
@@ -490,7 +501,10 @@ fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
     let c = gw.json(
         "POST",
         "/v1/calls",
-        Some(&format!(r#"{{"downstream":"127.0.0.1:{down_port}"}}"#)),
+        Some(&format!(
+            r#"{{"downstream":"127.0.0.1:{down_port}"{}}}"#,
+            pc.create
+        )),
     );
     let id = c["call_id"].as_str().unwrap().to_string();
     let caller = c["caller_rtp"].as_str().unwrap().to_string();
@@ -526,7 +540,7 @@ fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
             "-i",
             &fixture,
         ])
-        .args(["-c:a", "pcm_mulaw", "-ar", "8000", "-ac", "1", "-f", "rtp"])
+        .args(pc.ffmpeg)
         .arg(format!("rtp://{caller}?pkt_size=172"))
         .stdout(Stdio::null())
         .status()
@@ -557,7 +571,8 @@ fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
                     // The same media instant on the gateway's timeline: inside what
                     // downstream received (give or take the look-ahead and a packet).
                     assert!(
-                        ts.wrapping_sub(ts_lo) as i32 >= 0 && ts_hi.wrapping_sub(ts) as i32 >= -480,
+                        ts.wrapping_sub(ts_lo) as i32 >= 0
+                            && ts_hi.wrapping_sub(ts) as i32 >= -(pc.rate as i32 / 25),
                         "SR timestamp {ts} outside the stream's {ts_lo}..{ts_hi}"
                     );
                     let pc = sr.packet_count() as usize;
@@ -589,7 +604,8 @@ fn ffmpeg_sender_reports_reach_downstream_about_the_stream_it_receives() {
         }
     }
     println!(
-        "ffmpeg RTCP through the gateway: {} compounds, {srs} sender reports downstream, all about SSRC {ours:#x}; {} RTP packets",
+        "ffmpeg ({}) RTCP through the gateway: {} compounds, {srs} sender reports downstream, all about SSRC {ours:#x}; {} RTP packets",
+        pc.name,
         got_rtcp.len(),
         got_rtp.len()
     );
