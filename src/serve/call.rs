@@ -692,7 +692,7 @@ impl Call {
 }
 
 impl Call {
-    fn on_caller_rtcp(&mut self, buf: &[u8], from: SocketAddr) {
+    fn on_caller_rtcp(&mut self, buf: &mut [u8], from: SocketAddr) {
         if self.caller_addr.is_some_and(|a| a.ip() != from.ip()) {
             return;
         }
@@ -703,29 +703,23 @@ impl Call {
         // ours to fix, and dropping it would only hide the peer's problem); it is counted. A
         // sender report from before the first audio packet has no time on our timeline yet
         // and is held back (the caller sends another within seconds).
-        let mut b = [0u8; RTCP_MAX];
-        let n = buf.len().min(RTCP_MAX);
-        b[..n].copy_from_slice(&buf[..n]);
-        match self.leg.rtcp_to_downstream(&mut b[..n]) {
+        match self.leg.rtcp_to_downstream(buf) {
             Ok(_) => {}
             Err(RtcpError::NoTimeline) => return,
             Err(RtcpError::Invalid(_)) => {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
             }
         }
-        send(&self.socks.down_rtcp, &b[..n], to, &self.metrics);
+        send(&self.socks.down_rtcp, buf, to, &self.metrics);
         self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn on_down_rtcp(&mut self, buf: &[u8]) {
+    fn on_down_rtcp(&mut self, buf: &mut [u8]) {
         if let Some(to) = self.caller_rtcp_addr {
-            let mut b = [0u8; RTCP_MAX];
-            let n = buf.len().min(RTCP_MAX);
-            b[..n].copy_from_slice(&buf[..n]);
-            if self.leg.rtcp_to_caller(&mut b[..n]).is_err() {
+            if self.leg.rtcp_to_caller(buf).is_err() {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
             }
-            send(&self.socks.caller_rtcp, &b[..n], to, &self.metrics);
+            send(&self.socks.caller_rtcp, buf, to, &self.metrics);
             self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -786,10 +780,11 @@ impl Call {
         for _ in 0..budget {
             match self.socks.get(port).recv_from(buf) {
                 Ok((n, from)) => {
-                    let b = &buf[..n];
+                    let b = &mut buf[..n];
                     match port {
                         Port::CallerRtp => self.on_caller_rtp(b, from),
                         Port::DownRtp => self.on_down_rtp(b),
+                        // RTCP is rewritten in the read buffer itself.
                         Port::CallerRtcp => self.on_caller_rtcp(b, from),
                         Port::DownRtcp => self.on_down_rtcp(b),
                     }
@@ -911,9 +906,6 @@ fn return_decoder(leg: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
 fn return_decoder(_: &LegConfig) -> Option<Box<dyn FrameDecoder>> {
     None
 }
-
-/// Largest RTCP compound relayed (the media thread's read size).
-const RTCP_MAX: usize = 2048;
 
 /// How far the return path's timestamps may put its audio from the caller's newest sample
 /// before they are no longer believed (a sender that reset its clock) and the stream is
