@@ -697,6 +697,244 @@ fn rtcp_reports_name_the_stream_each_side_sees() {
     assert_eq!(end["ended"], "api");
 }
 
+/// What one RTCP compound that reached downstream held, and when it arrived.
+struct SeenRtcp {
+    at: std::time::Instant,
+    /// (SSRC, NTP, RTP timestamp, packets, octets) of its sender report.
+    sr: Option<(u32, u64, u32, u32, u32)>,
+    cname: Option<String>,
+    bye: Vec<u32>,
+}
+
+/// Collect downstream's RTP (arrival, timestamp, SSRC) and RTCP on the two sockets until
+/// `until` passes.
+fn collect_downstream(
+    rtp: &std::net::UdpSocket,
+    rtcp: &std::net::UdpSocket,
+    until: std::time::Instant,
+) -> (Vec<(std::time::Instant, u32, u32)>, Vec<SeenRtcp>) {
+    use rtcp_types::{Compound, Packet};
+    for s in [rtp, rtcp] {
+        s.set_nonblocking(true).unwrap();
+    }
+    let (mut media, mut reports) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < until {
+        let mut idle = true;
+        if let Ok(n) = rtp.recv(&mut buf) {
+            let p = parse(&buf[..n]);
+            media.push((std::time::Instant::now(), p.ts, p.ssrc));
+            idle = false;
+        }
+        if let Ok(n) = rtcp.recv(&mut buf) {
+            let mut seen = SeenRtcp {
+                at: std::time::Instant::now(),
+                sr: None,
+                cname: None,
+                bye: Vec::new(),
+            };
+            for p in Compound::parse(&buf[..n]).expect("downstream got invalid RTCP") {
+                match p.expect("downstream got an invalid RTCP packet") {
+                    Packet::Sr(sr) => {
+                        seen.sr = Some((
+                            sr.ssrc(),
+                            sr.ntp_timestamp(),
+                            sr.rtp_timestamp(),
+                            sr.packet_count(),
+                            sr.octet_count(),
+                        ))
+                    }
+                    Packet::Sdes(d) => {
+                        for c in d.chunks() {
+                            for i in c.items() {
+                                if i.type_() == rtcp_types::SdesItem::CNAME {
+                                    seen.cname = Some(String::from_utf8_lossy(i.value()).into());
+                                }
+                            }
+                        }
+                    }
+                    Packet::Bye(b) => seen.bye.extend(b.ssrcs()),
+                    _ => {}
+                }
+            }
+            reports.push(seen);
+            idle = false;
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    (media, reports)
+}
+
+/// A caller that sends no RTCP (a softphone with RTCP off; a WebRTC publisher, whose RTCP
+/// ends at the gateway's WebRTC stack): downstream still gets sender reports, the gateway's
+/// own, about the stream it receives (its SSRC, an RTP time that matches the packets' at the
+/// wall-clock time the report names, the counts of what was sent), with a CNAME, and a BYE
+/// when the call ends. A caller that does send RTCP gets its own reports rewritten and none
+/// of the gateway's on top.
+#[test]
+fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    let gw = Gateway::start(
+        "relay-own-rtcp",
+        "[server]\nrtcp_report_interval_ms = 500\n",
+    );
+    let ntp_now = || {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        d.as_secs_f64() + 2_208_988_800.0
+    };
+    let ntp_secs = |ntp: u64| (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+    for caller_reports in [false, true] {
+        let (down_rtp, down_rtcp) = socket_pair();
+        let created = gw.json(
+            "POST",
+            "/v1/calls",
+            Some(&format!(
+                "{{\"downstream\":\"{}\"}}",
+                down_rtp.local_addr().unwrap()
+            )),
+        );
+        let id = created["call_id"].as_str().unwrap().to_string();
+        let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+        let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
+        let (phone, phone_rtcp) = socket_pair();
+        let sender = std::thread::spawn(move || {
+            // 2 s of 20 ms PCMU; a reporting caller sends a sender report every 300 ms with
+            // an NTP time of its own (second 1000, easy to tell from the gateway's clock).
+            for k in 0..100u16 {
+                let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
+                phone.send_to(&p, caller).unwrap();
+                if caller_reports && k % 15 == 1 {
+                    use rtcp_types::{Compound, RtcpPacketWriterExt, SenderReport};
+                    let mut b = vec![0u8; 128];
+                    let n = Compound::builder()
+                        .add_packet(
+                            SenderReport::builder(SSRC)
+                                .ntp_timestamp(1000 << 32)
+                                .rtp_timestamp(u32::from(k) * 160)
+                                .packet_count(u32::from(k) + 1)
+                                .octet_count((u32::from(k) + 1) * 160),
+                        )
+                        .write_into(&mut b)
+                        .unwrap();
+                    phone_rtcp.send_to(&b[..n], caller_rtcp).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (mut media, mut reports) = collect_downstream(
+            &down_rtp,
+            &down_rtcp,
+            Instant::now() + Duration::from_millis(2300),
+        );
+        sender.join().unwrap();
+        let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+        assert_eq!(end["ended"], "api");
+        let (m2, r2) = collect_downstream(
+            &down_rtp,
+            &down_rtcp,
+            Instant::now() + Duration::from_millis(300),
+        );
+        media.extend(m2);
+        reports.extend(r2);
+        let ours = media.first().expect("no media downstream").2;
+        let sr: Vec<_> = reports
+            .iter()
+            .filter_map(|r| r.sr.map(|s| (r, s)))
+            .collect();
+        if caller_reports {
+            assert!(!sr.is_empty(), "the caller's reports were not relayed");
+            for (_, (ssrc, ntp, ..)) in &sr {
+                assert_eq!(*ssrc, ours);
+                assert_eq!(
+                    ntp >> 32,
+                    1000,
+                    "a report of the gateway's own besides the caller's"
+                );
+            }
+            assert!(
+                reports.iter().all(|r| r.bye.is_empty()),
+                "a BYE the caller never sent"
+            );
+            println!("own RTCP: a caller that reports gets {} of its own reports relayed, none of the gateway's", sr.len());
+            continue;
+        }
+        // Interval 500 ms randomised to 250 to 750 ms, the first after half that: over 2 s of
+        // media at least 3, plus the final one with the BYE.
+        assert!(sr.len() >= 3, "{} own sender reports downstream", sr.len());
+        let mut worst_ts_ms: f64 = 0.0;
+        for (r, (ssrc, ntp, ts, packets, octets)) in &sr {
+            assert_eq!(
+                *ssrc, ours,
+                "the report is about the stream downstream receives"
+            );
+            assert!(
+                r.cname.as_deref().is_some_and(|c| c.contains(&id)),
+                "no CNAME naming the call: {:?}",
+                r.cname
+            );
+            // Counts: what was sent by then (a packet may cross the report in flight).
+            let got = media.iter().filter(|m| m.0 <= r.at).count() as u32;
+            assert!(
+                *packets <= got + 1 && *packets + 2 >= got,
+                "report counts {packets} packets, {got} arrived by then"
+            );
+            assert_eq!(*octets, packets * 160);
+            // Wall clock: the report's NTP time is now.
+            let wall = ntp_now() - r.at.elapsed().as_secs_f64();
+            assert!(
+                (ntp_secs(*ntp) - wall).abs() < 0.5,
+                "NTP time off the wall clock"
+            );
+            // RTP time: the latest packet before the report, run on at 8 kHz to the report.
+            // (Not for the last report: hanging up flushes the look-ahead's last packet at
+            // that moment, not at its media time.)
+            let last_media = media.iter().rev().find(|m| m.0 <= r.at);
+            if let (Some((at, pts, _)), true) = (last_media, r.bye.is_empty()) {
+                let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * 8000.0;
+                let off_ms = (*ts as f64 - expect) / 8.0;
+                worst_ts_ms = worst_ts_ms.max(off_ms.abs());
+            }
+        }
+        // 20 ms packets and a scheduler in between: within a packet and a half.
+        assert!(
+            worst_ts_ms < 30.0,
+            "report RTP time {worst_ts_ms:.1} ms off the stream's"
+        );
+        // Consecutive reports advance their RTP time at 8 kHz of NTP time.
+        let pairs: Vec<f64> = sr
+            .windows(2)
+            .filter(|w| w[1].1 .3 < 100 && w[0].1 .3 > 0)
+            .map(|w| {
+                let dt = ntp_secs(w[1].1 .1) - ntp_secs(w[0].1 .1);
+                w[1].1 .2.wrapping_sub(w[0].1 .2) as f64 / dt
+            })
+            .collect();
+        for rate in &pairs {
+            assert!(
+                (rate / 8000.0 - 1.0).abs() < 0.1,
+                "RTP clock {rate:.0} Hz between reports"
+            );
+        }
+        let last = reports.last().unwrap();
+        assert_eq!(last.bye, vec![ours], "no BYE at the end of the call");
+        println!(
+            "own RTCP: {} sender reports downstream over 2 s at a 500 ms interval, RTP time within {worst_ts_ms:.1} ms of the stream's, RTP clock between reports {:?} Hz, BYE at the end",
+            sr.len(),
+            pairs.iter().map(|r| r.round()).collect::<Vec<_>>()
+        );
+    }
+    let metrics = gw.http("GET", "/metrics", None).1;
+    let sent: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tonewall_rtcp_reports_sent_total "))
+        .expect("no own-report counter")
+        .parse()
+        .unwrap();
+    assert!(sent >= 4, "{sent} own reports counted");
+}
+
 /// The return path of a transcoded call through the real binary: an Opus caller whose
 /// downstream leg is PCMU hears downstream's PCMU as Opus in its own payload type, and the
 /// recording's downstream channel (at the caller's 48 kHz) holds it.

@@ -277,6 +277,9 @@ pub(super) struct OutStream {
     clock_div: u32,
     seq: u16,
     ts: u32,
+    /// Timestamp of the last packet sent (the RTP time of the moment it left, for our own
+    /// sender reports).
+    last_ts: u32,
     /// Samples emitted so far.
     emitted: u64,
     /// Pipeline delay: the first `delay` samples emitted are the look-ahead's initial
@@ -337,6 +340,7 @@ impl OutStream {
             return;
         };
         out.packet(&self.pkt[..len]);
+        self.last_ts = self.ts;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(ts_adv);
         self.packets += 1;
@@ -536,6 +540,7 @@ impl CallerLeg {
                 },
                 seq: (s ^ s >> 16) as u16,
                 ts: s.rotate_left(11) ^ 0x5A5A_0000,
+                last_ts: 0,
                 emitted: 0,
                 delay: delay as u64,
                 marker_pending: true,
@@ -615,6 +620,37 @@ impl CallerLeg {
             o.packets as u32,
             o.octets as u32,
         )
+    }
+
+    /// A sender report of our own towards downstream, for a caller that sends no RTCP (see
+    /// [`super::rtcp::own_report`]), written into `buf`: the wall-clock instant `ntp` is
+    /// `since_input_us` after the caller's latest packet was handled, which is when the last
+    /// packet left, so the report's RTP time runs on from that packet's at the output clock.
+    /// `None` before the first packet (no timeline, nothing sent).
+    pub fn own_report(
+        &self,
+        buf: &mut [u8],
+        ntp: u64,
+        since_input_us: u64,
+        cname: &str,
+        bye: bool,
+    ) -> Option<Result<usize, rtcp_types::RtcpWriteError>> {
+        self.next_ts?;
+        let o = &self.out_stream;
+        if o.packets == 0 {
+            return None;
+        }
+        let clock = u64::from(o.rate / o.clock_div.max(1));
+        let ahead = since_input_us.saturating_mul(clock) / 1_000_000;
+        let r = super::rtcp::OwnReport {
+            ssrc: o.ssrc,
+            ntp,
+            rtp_ts: o.last_ts.wrapping_add(ahead as u32),
+            packets: o.packets as u32,
+            octets: o.octets as u32,
+            cname,
+        };
+        Some(super::rtcp::own_report(buf, &r, bye))
     }
 
     /// Rewrite an RTCP compound from downstream, in place, for the caller: reports about our

@@ -18,6 +18,9 @@
 //! unchanged. A compound that `rtcp-types` cannot validate is left alone and reported, and
 //! the caller decides (the gateway relays it unchanged, as before).
 //!
+//! A caller that sends no RTCP at all gets sender reports of the gateway's own towards
+//! downstream instead ([`own_report`]), every few seconds and a BYE at the end.
+//!
 //! RTCP comes every few seconds per call, not per audio frame: validating a compound costs a
 //! small allocation or two (here and in `rtcp-types`' SDES parse), which the audio path
 //! never does.
@@ -38,6 +41,61 @@ pub enum RtcpError {
     /// nothing was changed, and relaying it would hand downstream a wrong time mapping.
     #[error("RTCP sender report before any media")]
     NoTimeline,
+}
+
+/// A sender report of the gateway's own about the stream it sends downstream, for a caller
+/// that sends no RTCP (a WebRTC publisher, whose RTCP ends at the gateway's WebRTC stack, or
+/// a plain RTP endpoint with RTCP off): without one, downstream has no wall-clock mapping for
+/// the stream and no counts to measure loss against.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnReport<'a> {
+    /// The gateway's SSRC towards downstream.
+    pub ssrc: u32,
+    /// Wall-clock time of the report, NTP format (see [`ntp_time`]).
+    pub ntp: u64,
+    /// The RTP timestamp of the same instant on the gateway's timeline.
+    pub rtp_ts: u32,
+    /// Packets sent so far.
+    pub packets: u32,
+    /// Payload octets sent so far.
+    pub octets: u32,
+    /// The canonical name of the source (RFC 3550 requires it in every compound).
+    pub cname: &'a str,
+}
+
+/// Seconds from the NTP era (1900) to the Unix epoch.
+const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+
+/// `since_unix` (time since the Unix epoch) as a 64-bit NTP timestamp: seconds since 1900 in
+/// the high word, the fraction of a second in the low one.
+pub fn ntp_time(since_unix: std::time::Duration) -> u64 {
+    let secs = since_unix.as_secs() + NTP_UNIX_OFFSET;
+    let frac = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
+/// Write `r` into `buf` as a compound: a sender report (no report blocks: the gateway
+/// receives no stream from downstream that it reports on), then an SDES with the CNAME, then
+/// with `bye` a BYE for the SSRC (the stream has ended). Returns its length.
+pub fn own_report(
+    buf: &mut [u8],
+    r: &OwnReport<'_>,
+    bye: bool,
+) -> Result<usize, rtcp_types::RtcpWriteError> {
+    use rtcp_types::{Bye, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem, SenderReport};
+    let sr = SenderReport::builder(r.ssrc)
+        .ntp_timestamp(r.ntp)
+        .rtp_timestamp(r.rtp_ts)
+        .packet_count(r.packets)
+        .octet_count(r.octets);
+    let sdes = Sdes::builder().add_chunk(
+        SdesChunk::builder(r.ssrc).add_item(SdesItem::builder(SdesItem::CNAME, r.cname)),
+    );
+    let mut c = Compound::builder().add_packet(sr).add_packet(sdes);
+    if bye {
+        c = c.add_packet(Bye::builder().add_source(r.ssrc));
+    }
+    c.write_into(buf)
 }
 
 const PT_SR: u8 = 200;
@@ -329,5 +387,61 @@ mod tests {
             let _ = to_caller(&mut b, OURS, CALLER);
             assert_eq!(b.len(), n);
         }
+    }
+
+    #[test]
+    fn own_report_is_a_valid_compound_with_what_was_asked() {
+        let r = OwnReport {
+            ssrc: OURS,
+            ntp: ntp_time(std::time::Duration::new(1_700_000_000, 500_000_000)),
+            rtp_ts: 123_456,
+            packets: 250,
+            octets: 40_000,
+            cname: "tonewall-call-1",
+        };
+        for bye in [false, true] {
+            let mut b = [0u8; 256];
+            let n = own_report(&mut b, &r, bye).unwrap();
+            let got: Vec<_> = Compound::parse(&b[..n])
+                .unwrap()
+                .map(|p| p.unwrap())
+                .collect();
+            assert_eq!(got.len(), 2 + usize::from(bye));
+            let Packet::Sr(sr) = &got[0] else {
+                panic!("a compound starts with the sender report")
+            };
+            assert_eq!(
+                (
+                    sr.ssrc(),
+                    sr.rtp_timestamp(),
+                    sr.packet_count(),
+                    sr.octet_count()
+                ),
+                (OURS, 123_456, 250, 40_000)
+            );
+            // 1 700 000 000 s after 1970 is 3 908 988 800 s after 1900; half a second is 2^31.
+            assert_eq!(sr.ntp_timestamp(), (3_908_988_800u64 << 32) | (1 << 31));
+            assert_eq!(sr.n_reports(), 0);
+            let Packet::Sdes(sdes) = &got[1] else {
+                panic!("then the SDES")
+            };
+            let chunk = sdes.chunks().next().unwrap();
+            assert_eq!(chunk.ssrc(), OURS);
+            let item = chunk.items().next().unwrap();
+            assert_eq!(
+                (item.type_(), item.value()),
+                (SdesItem::CNAME, &b"tonewall-call-1"[..])
+            );
+            if bye {
+                let Packet::Bye(b) = &got[2] else {
+                    panic!("then the BYE")
+                };
+                assert_eq!(b.ssrcs().collect::<Vec<_>>(), vec![OURS]);
+            }
+            // What the gateway writes, its own relay path reads as valid too.
+            validate(&b[..n]).unwrap();
+        }
+        // A buffer too small is an error, never a panic or a cut compound.
+        assert!(own_report(&mut [0u8; 20], &r, true).is_err());
     }
 }

@@ -508,6 +508,8 @@ pub(super) fn start_call(
         downstream: req.downstream,
         caller: req.caller,
         media_timeout,
+        rtcp_interval: (cfg.server.rtcp_report_interval_ms > 0)
+            .then(|| Duration::from_millis(cfg.server.rtcp_report_interval_ms)),
         sinks,
     };
     let mut call = Call::new(

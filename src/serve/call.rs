@@ -49,6 +49,9 @@ pub struct CallSpec {
     pub caller: Option<SocketAddr>,
     /// End the call after this long without caller media.
     pub media_timeout: Duration,
+    /// Mean interval of the gateway's own RTCP reports when the caller sends none; `None`
+    /// sends none.
+    pub rtcp_interval: Option<Duration>,
     /// Sinks of this call.
     pub sinks: SinkSettings,
 }
@@ -471,6 +474,8 @@ pub struct Call {
     down_anchor: Option<DownAnchor>,
     /// Decoder for the return path's audio when it is a frame codec (for the recorder).
     down_dec: Option<Box<dyn FrameDecoder>>,
+    /// The gateway's own RTCP towards downstream, for a caller that sends none.
+    own_rtcp: OwnRtcp,
     /// The return path of an Opus caller whose downstream leg is G.711: back to Opus.
     #[cfg(feature = "opus")]
     ret: Option<Box<super::return_leg::ReturnTranscoder>>,
@@ -501,6 +506,7 @@ impl Call {
     ) -> Self {
         let now = Instant::now();
         let spec_timeout = spec.media_timeout;
+        let (spec_id, spec_rtcp) = (spec.id.clone(), spec.rtcp_interval);
         let down_dec = return_decoder(&spec.leg);
         #[cfg(feature = "opus")]
         let ret = super::return_leg::ReturnTranscoder::new(&spec.leg).map(Box::new);
@@ -518,6 +524,7 @@ impl Call {
             last_caller: now,
             return_packets: 0,
             caller_audio_end: 0,
+            own_rtcp: OwnRtcp::new(&spec_id, spec_rtcp, now),
             down_anchor: None,
             down_dec,
             #[cfg(feature = "opus")]
@@ -697,6 +704,9 @@ impl Call {
             return;
         }
         self.caller_rtcp_addr = Some(from);
+        // The caller reports for itself: its reports are rewritten, ours would only repeat
+        // them with another clock.
+        self.own_rtcp.caller_reported = Some(Instant::now());
         let to = next_port(self.spec.downstream);
         // Downstream sees the caller's audio under our SSRC and timeline: so must its RTCP.
         // A compound that does not validate goes through as it came (it names no stream of
@@ -766,11 +776,13 @@ impl Call {
     /// When [`on_deadline`](Self::on_deadline) is next due: the leg's next timer or the
     /// next media-timeout check, whichever comes first.
     pub fn deadline(&self) -> Instant {
+        let first = self
+            .own_rtcp
+            .next
+            .map_or(self.timeout_check, |t| t.min(self.timeout_check));
         match self.leg.poll_timeout() {
-            Some(us) => self
-                .timeout_check
-                .min(self.created + Duration::from_micros(us)),
-            None => self.timeout_check,
+            Some(us) => first.min(self.created + Duration::from_micros(us)),
+            None => first,
         }
     }
 
@@ -847,8 +859,56 @@ impl Call {
             }
             self.timeout_check = due;
         }
+        if self.own_rtcp.next.is_some_and(|t| now >= t) {
+            self.own_report(now, false);
+        }
         self.on_timer();
         None
+    }
+
+    /// Send downstream a sender report of our own (with `bye`, the last one, ending the
+    /// stream) if the caller sends no RTCP and audio is flowing, and schedule the next.
+    fn own_report(&mut self, now: Instant, bye: bool) {
+        let Some(interval) = self.own_rtcp.interval else {
+            return;
+        };
+        self.own_rtcp.schedule(now, interval);
+        // A caller silent on RTCP for two intervals has stopped reporting (or never did).
+        let caller_reports = self
+            .own_rtcp
+            .caller_reported
+            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2);
+        // RFC 3550: only an active sender sends sender reports; the BYE ends what was
+        // reported, however long ago the caller went quiet.
+        let sending = now.saturating_duration_since(self.last_caller) < interval * 2;
+        if caller_reports || (bye && self.own_rtcp.sent == 0) || (!bye && !sending) {
+            return;
+        }
+        let since = now.saturating_duration_since(self.last_caller).as_micros() as u64;
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let ntp = crate::rtp::rtcp::ntp_time(wall);
+        let mut buf = [0u8; 512];
+        match self
+            .leg
+            .own_report(&mut buf, ntp, since, &self.own_rtcp.cname, bye)
+        {
+            Some(Ok(n)) => {
+                send(
+                    &self.socks.down_rtcp,
+                    &buf[..n],
+                    next_port(self.spec.downstream),
+                    &self.metrics,
+                );
+                self.own_rtcp.sent += 1;
+                self.metrics
+                    .rtcp_reports_sent
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "own RTCP report not written"),
+            None => {}
+        }
     }
 
     /// Finish the call: flush the leg, emit `call_ended`, close the sinks, answer the API.
@@ -858,6 +918,8 @@ impl Call {
             self.leg.finish(&mut out);
         }
         self.flush_packets();
+        // The stream ends: a BYE after the reports we sent in the caller's stead.
+        self.own_report(Instant::now(), true);
         self.account();
         let st = self.leg.stats();
         self.emitter.emit(
@@ -879,6 +941,59 @@ impl Call {
             let _ = r.send(status.clone());
         }
         status
+    }
+}
+
+/// Schedule and state of the gateway's own RTCP reports towards downstream.
+struct OwnRtcp {
+    /// Mean interval; `None` when turned off.
+    interval: Option<Duration>,
+    /// When the next report is due.
+    next: Option<Instant>,
+    /// When the caller's own RTCP last came through.
+    caller_reported: Option<Instant>,
+    /// Reports sent so far.
+    sent: u64,
+    /// The source's canonical name (SDES CNAME): the gateway and the call id, so a
+    /// downstream recorder can tell calls apart. It holds no caller data.
+    cname: Box<str>,
+    /// Randomises the intervals (RFC 3550 6.2): state of a xorshift generator.
+    rng: u32,
+}
+
+impl OwnRtcp {
+    fn new(call_id: &str, interval: Option<Duration>, now: Instant) -> Self {
+        // SDES items hold at most 255 octets.
+        let mut cname = format!("tonewall-{call_id}");
+        while cname.len() > 255 {
+            cname.pop();
+        }
+        let seed = call_id.bytes().fold(0x9e37_79b9u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let mut s = Self {
+            interval,
+            next: None,
+            caller_reported: None,
+            sent: 0,
+            cname: cname.into(),
+            rng: seed | 1,
+        };
+        if let Some(i) = interval {
+            // The first report comes after half an interval (RFC 3550 6.2), so a short call
+            // gets one too.
+            s.schedule(now, i / 2);
+        }
+        s
+    }
+
+    /// Next report `interval` times a random factor of 0.5 to 1.5 from `now`.
+    fn schedule(&mut self, now: Instant, interval: Duration) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        let f = 0.5 + f64::from(self.rng % 1000) / 1000.0;
+        self.next = Some(now + interval.mul_f64(f));
     }
 }
 

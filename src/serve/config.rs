@@ -68,6 +68,11 @@ pub struct ServerConfig {
     /// Run the media threads under `SCHED_FIFO` at this priority (1 to 99; 0: ordinary
     /// scheduling). Needs root or `CAP_SYS_NICE`; refused with a warning otherwise.
     pub media_priority: u8,
+    /// Sender reports of the gateway's own towards downstream, for callers that send no RTCP
+    /// (WebRTC publishers, RTP endpoints with RTCP off), about this often on average, ms
+    /// (RFC 3550's 5 s minimum by default; each interval is randomised to 0.5 to 1.5 times
+    /// it). 0 sends none. Callers that send RTCP have theirs rewritten instead.
+    pub rtcp_report_interval_ms: u64,
     /// `Access-Control-Allow-Origin` for the WHIP endpoint, so a web page on that origin can
     /// publish (`*` for any); empty sends no CORS headers.
     pub cors_allow_origin: String,
@@ -87,6 +92,7 @@ impl Default for ServerConfig {
             media_threads: 0,
             media_tick_us: 250,
             media_priority: 0,
+            rtcp_report_interval_ms: 5_000,
             cors_allow_origin: String::new(),
         }
     }
@@ -182,6 +188,12 @@ impl ServeConfig {
                 s.media_tick_us
             )));
         }
+        if s.rtcp_report_interval_ms != 0 && !(500..=60_000).contains(&s.rtcp_report_interval_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "server.rtcp_report_interval_ms must be 0 (off) or 500 to 60000, got {}",
+                s.rtcp_report_interval_ms
+            )));
+        }
         if s.media_priority > 99 {
             return Err(ConfigError::Invalid(
                 "server.media_priority must be 0 to 99".into(),
@@ -239,6 +251,19 @@ mod tests {
         ] {
             let e = parse(&format!("[server]\n{bad}\n")).unwrap_err();
             assert!(e.contains("server.media_"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn own_rtcp_interval_defaults_to_five_seconds_and_is_range_checked() {
+        assert_eq!(parse("").unwrap().server.rtcp_report_interval_ms, 5_000);
+        for ok in [0, 500, 60_000] {
+            let c = parse(&format!("[server]\nrtcp_report_interval_ms = {ok}\n")).unwrap();
+            assert_eq!(c.server.rtcp_report_interval_ms, ok);
+        }
+        for bad in [1, 499, 60_001] {
+            let e = parse(&format!("[server]\nrtcp_report_interval_ms = {bad}\n")).unwrap_err();
+            assert!(e.contains("rtcp_report_interval_ms"), "{bad}: {e}");
         }
     }
 }

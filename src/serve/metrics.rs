@@ -37,6 +37,8 @@ pub struct Metrics {
     pub rtcp_packets: AtomicU64,
     /// RTCP compounds that did not validate (relayed as they came, SSRCs not rewritten).
     pub rtcp_invalid: AtomicU64,
+    /// RTCP reports the gateway sent of its own (for callers that send none).
+    pub rtcp_reports_sent: AtomicU64,
     /// Audio frames through the masker.
     pub frames: AtomicU64,
     /// Caller packets lost (concealed with silence).
@@ -248,6 +250,12 @@ impl Metrics {
             "tonewall_rtcp_invalid_total",
             "RTCP compounds that did not validate, relayed without SSRC rewriting.",
             g(&self.rtcp_invalid),
+        );
+        counter(
+            &mut s,
+            "tonewall_rtcp_reports_sent_total",
+            "RTCP sender reports the gateway sent downstream of its own, for callers that send no RTCP.",
+            g(&self.rtcp_reports_sent),
         );
         counter(
             &mut s,
