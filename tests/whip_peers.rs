@@ -270,8 +270,19 @@ fn rust_webrtc_publisher_through_whip_leaks_nothing() {
         metrics.contains("tonewall_whip_sessions_total 1"),
         "{metrics}"
     );
+    // The publisher's RTCP ends at the gateway's WebRTC stack, so downstream's sender reports
+    // are the gateway's own (every 5 s on average over the publish, and a BYE).
+    let own_reports: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tonewall_rtcp_reports_sent_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        own_reports >= 2,
+        "{own_reports} own RTCP reports downstream"
+    );
     println!(
-        "webrtc-rs -> WHIP -> tonewall -> PCMU: connected {:.0} ms after the offer, {:.1} s downstream, {} digits to the secure sink, {} events, {:.1} s to STT; multimon-ng found nothing downstream, in the recording or in STT",
+        "webrtc-rs -> WHIP -> tonewall -> PCMU: connected {:.0} ms after the offer, {:.1} s downstream, {} digits to the secure sink, {} events, {:.1} s to STT, {own_reports} RTCP sender reports of the gateway's own downstream; multimon-ng found nothing downstream, in the recording or in STT",
         connected_after.as_secs_f64() * 1000.0,
         secs,
         digits.len(),
