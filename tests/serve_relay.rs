@@ -936,14 +936,15 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
 }
 
 /// The return path of a transcoded call through the real binary: an Opus caller whose
-/// downstream leg is PCMU hears downstream's PCMU as Opus in its own payload type, and the
-/// recording's downstream channel (at the caller's 48 kHz) holds it.
+/// downstream leg is PCMU hears downstream's PCMU as Opus in its own payload type, the
+/// recording's downstream channel (at the caller's 48 kHz) holds it, and downstream's sender
+/// reports reach the caller on the Opus stream's clock with its counts.
 #[cfg(feature = "opus")]
 #[test]
 fn an_opus_caller_hears_a_pcmu_downstream_as_opus() {
     use tonewall::codec::{FrameDecoder, FrameEncoder, OpusDecoder, OpusEncoder};
     let gw = Gateway::start("relay-return-opus", "");
-    let (down_rtp, _down_rtcp) = socket_pair();
+    let (down_rtp, down_rtcp) = socket_pair();
     let created = gw.json(
         "POST",
         "/v1/calls",
@@ -955,7 +956,7 @@ fn an_opus_caller_hears_a_pcmu_downstream_as_opus() {
     let id = created["call_id"].as_str().unwrap().to_string();
     let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
     let down: std::net::SocketAddr = created["downstream_rtp"].as_str().unwrap().parse().unwrap();
-    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (phone, phone_rtcp) = socket_pair();
     phone.set_nonblocking(true).unwrap();
     let mut enc = OpusEncoder::new(24_000).unwrap();
     let mut opus = vec![0u8; enc.max_packet()];
@@ -988,6 +989,46 @@ fn an_opus_caller_hears_a_pcmu_downstream_as_opus() {
     std::thread::sleep(Duration::from_millis(200));
     while let Ok(n) = phone.recv(&mut buf) {
         heard.push(parse(&buf[..n]));
+    }
+    // Downstream's sender report about its PCMU stream (the last packet's time, 70 packets)
+    // reaches the caller on the Opus stream's 48 kHz clock, with what the caller was sent.
+    {
+        use rtcp_types::{Compound, Packet, RtcpPacketWriterExt, SenderReport};
+        let mut b = vec![0u8; 128];
+        let n = Compound::builder()
+            .add_packet(
+                SenderReport::builder(0xd0d0)
+                    .ntp_timestamp(1000 << 32)
+                    .rtp_timestamp(69 * 160)
+                    .packet_count(70)
+                    .octet_count(70 * 160),
+            )
+            .write_into(&mut b)
+            .unwrap();
+        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+        down_rtcp.send_to(&b[..n], gw_down_rtcp).unwrap();
+        phone_rtcp
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let n = phone_rtcp.recv(&mut buf).expect("no RTCP at the caller");
+        let Some(Ok(Packet::Sr(sr))) = Compound::parse(&buf[..n]).unwrap().next() else {
+            panic!("no sender report at the caller")
+        };
+        let octets: usize = heard.iter().map(|p| p.payload.len()).sum();
+        assert_eq!(sr.ssrc(), 0xd0d0);
+        assert_eq!(
+            sr.rtp_timestamp(),
+            69 * 960,
+            "the report's time is not on the Opus clock of the packets the caller got"
+        );
+        assert_eq!(
+            (sr.packet_count() as usize, sr.octet_count() as usize),
+            (heard.len(), octets),
+            "the report's counts are not those of the Opus stream"
+        );
+        assert_eq!(sr.ntp_timestamp(), 1000 << 32);
+        // The packets carry that clock: downstream's packet 69 went out as 69 * 960.
+        assert!(heard.iter().any(|p| p.ts == 69 * 960));
     }
     let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
     assert_eq!(end["ended"], "api");

@@ -12,7 +12,9 @@
 //! * downstream to caller: report blocks and feedback about the gateway's SSRC are made about
 //!   the caller's, so the caller's stack matches them to its stream (round-trip time from
 //!   LSR/DLSR then works end to end, since the caller's own sender reports reached downstream
-//!   with their NTP times intact).
+//!   with their NTP times intact). Where the caller hears downstream re-encoded (G.711 back to
+//!   Opus), downstream's sender reports are moved onto the re-encoded stream's clock and
+//!   counts ([`rescale_sender_reports`]).
 //!
 //! Everything else (report blocks about other streams, APP, XR, the other SDES chunks) passes
 //! unchanged. A compound that `rtcp-types` cannot validate is left alone and reported, and
@@ -232,6 +234,31 @@ pub fn to_caller(buf: &mut [u8], ssrc_out: u32, caller_ssrc: u32) -> Result<usiz
     Ok(changed)
 }
 
+/// Rewrite the sender reports of `ssrc` in a compound for a receiver that gets that source's
+/// stream re-encoded by the gateway (a G.711 downstream heard by an Opus caller): the RTP
+/// timestamp goes through `map_ts` onto the re-encoded stream's clock, and the counts become
+/// what the gateway sent of it. Everything else is left as it came. Returns how many
+/// reports were changed.
+pub fn rescale_sender_reports(
+    buf: &mut [u8],
+    ssrc: u32,
+    map_ts: impl Fn(u32) -> u32,
+    packets_sent: u32,
+    octets_sent: u32,
+) -> Result<usize, RtcpError> {
+    let list: Vec<_> = packets(buf)?.collect();
+    let mut changed = 0;
+    for (off, len, pt, _) in list {
+        if pt == PT_SR && len >= 28 && rd(buf, off + 4) == ssrc {
+            wr(buf, off + 16, map_ts(rd(buf, off + 16)));
+            wr(buf, off + 20, packets_sent);
+            wr(buf, off + 24, octets_sent);
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
 /// Check that `buf` is a valid compound, changing nothing.
 pub fn validate(buf: &[u8]) -> Result<(), RtcpError> {
     packets(buf).map(drop)
@@ -443,5 +470,41 @@ mod tests {
         }
         // A buffer too small is an error, never a panic or a cut compound.
         assert!(own_report(&mut [0u8; 20], &r, true).is_err());
+    }
+
+    #[test]
+    fn sender_reports_of_a_reencoded_source_move_to_its_clock() {
+        let sr = |ssrc| {
+            SenderReport::builder(ssrc)
+                .ntp_timestamp(7 << 32)
+                .rtp_timestamp(16_000)
+                .packet_count(100)
+                .octet_count(16_000)
+        };
+        let mut b = write(
+            Compound::builder()
+                .add_packet(sr(OTHER))
+                .add_packet(sr(CALLER).add_report_block(ReportBlock::builder(OURS))),
+        );
+        let n = rescale_sender_reports(&mut b, OTHER, |t| t * 6 - 480, 98, 9_000).unwrap();
+        assert_eq!(n, 1);
+        let got: Vec<_> = Compound::parse(&b).unwrap().map(|p| p.unwrap()).collect();
+        let (Packet::Sr(a), Packet::Sr(other)) = (&got[0], &got[1]) else {
+            panic!("two sender reports")
+        };
+        assert_eq!(
+            (
+                a.ssrc(),
+                a.ntp_timestamp(),
+                a.rtp_timestamp(),
+                a.packet_count(),
+                a.octet_count()
+            ),
+            (OTHER, 7 << 32, 95_520, 98, 9_000)
+        );
+        // Another source's report, and its blocks, are left as they came.
+        assert_eq!((other.rtp_timestamp(), other.packet_count()), (16_000, 100));
+        assert_eq!(other.report_blocks().next().unwrap().ssrc(), OURS);
+        assert!(rescale_sender_reports(&mut [0x80, 200, 0, 9], OTHER, |t| t, 0, 0).is_err());
     }
 }

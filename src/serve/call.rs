@@ -729,6 +729,12 @@ impl Call {
             if self.leg.rtcp_to_caller(buf).is_err() {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
             }
+            // The caller hears downstream re-encoded: its reports go onto that stream's clock
+            // (an invalid compound was counted above and passes as it came).
+            #[cfg(feature = "opus")]
+            if let Some(r) = &self.ret {
+                let _ = r.rewrite_rtcp(buf);
+            }
             send(&self.socks.caller_rtcp, buf, to, &self.metrics);
             self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
         }

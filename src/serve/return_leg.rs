@@ -7,7 +7,9 @@
 //! chunks) and encoded as 20 ms Opus frames. The packets keep downstream's SSRC (so
 //! downstream's RTCP still describes them); sequence numbers are our own, consecutive, and
 //! timestamps are downstream's times six, so a pause downstream took (DTX) stays a pause.
-//! The 48 kHz audio also goes to the recorder, placed by those timestamps.
+//! The 48 kHz audio also goes to the recorder, placed by those timestamps, and downstream's
+//! sender reports about the stream reach the caller on the same clock, with the counts of
+//! what the caller was sent.
 //!
 //! Owns: that conversion and its numbering. Must never: allocate per packet (every buffer is
 //! made with the call), or send the caller anything but its own codec.
@@ -40,9 +42,28 @@ pub struct ReturnTranscoder {
     /// Downstream timestamp expected next (to see pauses).
     next_in: Option<u32>,
     ssrc: u32,
+    /// Caller-clock samples the frames out run behind downstream's time six since the last
+    /// jump (audio still buffered then).
+    behind: u32,
+    /// Opus packets and payload octets sent to the caller (for downstream's sender reports).
+    packets: u32,
+    octets: u32,
 }
 
 impl ReturnTranscoder {
+    /// Downstream's sender reports about the stream this re-encodes, moved onto the caller's
+    /// clock and counts (in place); other sources' reports pass as they came.
+    pub fn rewrite_rtcp(&self, buf: &mut [u8]) -> Result<usize, crate::rtp::rtcp::RtcpError> {
+        let (ratio, behind) = (self.ratio, self.behind);
+        crate::rtp::rtcp::rescale_sender_reports(
+            buf,
+            self.ssrc,
+            |t| t.wrapping_mul(ratio).wrapping_sub(behind),
+            self.packets,
+            self.octets,
+        )
+    }
+
     /// A transcoder for `leg`, if it is an Opus caller with a G.711 downstream leg.
     pub fn new(leg: &LegConfig) -> Option<Self> {
         let down = leg.downstream_codec?;
@@ -68,6 +89,9 @@ impl ReturnTranscoder {
             ts: None,
             next_in: None,
             ssrc: 0,
+            behind: 0,
+            packets: 0,
+            octets: 0,
         })
     }
 
@@ -98,8 +122,8 @@ impl ReturnTranscoder {
         // buffer belongs before the jump and goes out with the old times.
         let jumped = self.next_in != Some(ts_in) || ssrc != self.ssrc;
         if jumped {
-            let behind = self.filled as u32;
-            self.ts = Some(scaled.wrapping_sub(behind));
+            self.behind = self.filled as u32;
+            self.ts = Some(scaled.wrapping_sub(self.behind));
             self.ssrc = ssrc;
         }
         self.next_in = Some(ts_in.wrapping_add(n as u32));
@@ -117,6 +141,8 @@ impl ReturnTranscoder {
             ts,
             ssrc,
             caller_pt,
+            packets,
+            octets,
             ..
         } = self;
         let _ = up.push(&self.lin[..n], |y| {
@@ -142,6 +168,8 @@ impl ReturnTranscoder {
                         if let Ok(w) = b.write_into(pkt) {
                             send(&pkt[..w]);
                             *seq = seq.wrapping_add(1);
+                            *packets = packets.wrapping_add(1);
+                            *octets = octets.wrapping_add(len as u32);
                         }
                     }
                     *ts = Some(at.wrapping_add(FRAME as u32));
