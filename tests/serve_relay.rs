@@ -802,7 +802,11 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         let sender = std::thread::spawn(move || {
             // 2 s of 20 ms PCMU; a reporting caller sends a sender report every 300 ms with
             // an NTP time of its own (second 1000, easy to tell from the gateway's clock).
+            let t0 = Instant::now();
             for k in 0..100u16 {
+                // Paced by deadline, so the stream keeps 8 kHz on average on a busy machine.
+                let due = t0 + Duration::from_millis(20 * u64::from(k));
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
                 phone.send_to(&p, caller).unwrap();
                 if caller_reports && k % 15 == 1 {
@@ -820,7 +824,6 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
                         .unwrap();
                     phone_rtcp.send_to(&b[..n], caller_rtcp).unwrap();
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         });
         let (mut media, mut reports) = collect_downstream(
@@ -933,6 +936,172 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         .parse()
         .unwrap();
     assert!(sent >= 4, "{sent} own reports counted");
+}
+
+/// A downstream that sends no RTCP (a bot or recorder that only listens) would leave the
+/// caller without receiver reports: the gateway sends its own about the caller's stream
+/// (loss, highest sequence number, jitter, and LSR/DLSR answering the caller's sender
+/// report, so its stack can measure the round trip), and a BYE at the end. A downstream
+/// that reports for itself gets its reports relayed and none of the gateway's on top.
+#[test]
+fn a_downstream_without_rtcp_leaves_the_caller_receiver_reports_of_the_gateways_own() {
+    use rtcp_types::{Compound, Packet, RtcpPacketWriterExt, SenderReport};
+    use std::time::Instant;
+    let gw = Gateway::start("relay-own-rr", "[server]\nrtcp_report_interval_ms = 500\n");
+    for down_reports in [false, true] {
+        let (down_rtp, down_rtcp) = socket_pair();
+        let created = gw.json(
+            "POST",
+            "/v1/calls",
+            Some(&format!(
+                "{{\"downstream\":\"{}\"}}",
+                down_rtp.local_addr().unwrap()
+            )),
+        );
+        let id = created["call_id"].as_str().unwrap().to_string();
+        let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
+        let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
+        let down: std::net::SocketAddr =
+            created["downstream_rtp"].as_str().unwrap().parse().unwrap();
+        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+        let (phone, phone_rtcp) = socket_pair();
+        phone_rtcp.set_nonblocking(true).unwrap();
+        let sr_ntp: u64 = 0x0000_1234_5678_9abc;
+        let mut sr_sent_at = None;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let t0 = Instant::now();
+        // 2 s of 20 ms PCMU with packets 10, 11 and 50 never sent; one sender report early.
+        for k in 0..100u16 {
+            let due = t0 + Duration::from_millis(20 * u64::from(k));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if ![10, 11, 50].contains(&k) {
+                let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
+                phone.send_to(&p, caller).unwrap();
+            }
+            if k == 5 {
+                let mut b = vec![0u8; 128];
+                let n = Compound::builder()
+                    .add_packet(
+                        SenderReport::builder(SSRC)
+                            .ntp_timestamp(sr_ntp)
+                            .rtp_timestamp(800),
+                    )
+                    .write_into(&mut b)
+                    .unwrap();
+                phone_rtcp.send_to(&b[..n], caller_rtcp).unwrap();
+                sr_sent_at = Some(Instant::now());
+            }
+            if down_reports && k % 20 == 1 {
+                let mut b = vec![0u8; 128];
+                let n = Compound::builder()
+                    .add_packet(rtcp_types::ReceiverReport::builder(0xd0d0_d0d0))
+                    .write_into(&mut b)
+                    .unwrap();
+                down_rtcp.send_to(&b[..n], gw_down_rtcp).unwrap();
+            }
+            // Read every 20 ms: a report's arrival is known to within that.
+            while let Ok(n) = phone_rtcp.recv(&mut buf) {
+                got.push((Instant::now(), buf[..n].to_vec(), true));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+        assert_eq!(end["ended"], "api");
+        std::thread::sleep(Duration::from_millis(200));
+        while let Ok(n) = phone_rtcp.recv(&mut buf) {
+            got.push((Instant::now(), buf[..n].to_vec(), false));
+        }
+        down_rtp.set_nonblocking(true).unwrap();
+        let n = down_rtp.recv(&mut buf).expect("no media downstream");
+        let ours = parse(&buf[..n]).ssrc;
+        let parsed: Vec<(Option<Instant>, Vec<Packet<'_>>)> = got
+            .iter()
+            .map(|(at, b, timed)| {
+                (
+                    timed.then_some(*at),
+                    Compound::parse(b).unwrap().map(|p| p.unwrap()).collect(),
+                )
+            })
+            .collect();
+        let rrs: Vec<_> = parsed
+            .iter()
+            .filter_map(|(at, ps)| match ps.first() {
+                Some(Packet::Rr(rr)) if rr.ssrc() == ours => Some((*at, rr, ps)),
+                _ => None,
+            })
+            .collect();
+        if down_reports {
+            assert!(
+                rrs.is_empty(),
+                "receiver reports of the gateway's own besides downstream's"
+            );
+            assert!(
+                parsed.iter().any(
+                    |(_, ps)| matches!(ps.first(), Some(Packet::Rr(rr)) if rr.ssrc() == 0xd0d0_d0d0)
+                ),
+                "downstream's reports were not relayed"
+            );
+            println!("own RTCP: a downstream that reports gets its reports relayed to the caller, none of the gateway's");
+            continue;
+        }
+        assert!(
+            rrs.len() >= 3,
+            "{} own receiver reports at the caller",
+            rrs.len()
+        );
+        let sr_at = sr_sent_at.unwrap();
+        let mut worst_dlsr_ms: f64 = 0.0;
+        let mut max_jitter = 0;
+        for (at, rr, ps) in &rrs {
+            let b = rr
+                .report_blocks()
+                .next()
+                .expect("a report block about the caller");
+            assert_eq!(b.ssrc(), SSRC, "the block is about the caller's stream");
+            assert!(b.extended_sequence_number() <= 99);
+            // Lost so far: the gaps the highest sequence number has passed.
+            let highest = b.extended_sequence_number();
+            let gaps = [10u32, 11, 50].iter().filter(|&&g| g < highest).count() as u32;
+            assert_eq!(b.cumulative_lost(), gaps, "at highest {highest}");
+            max_jitter = max_jitter.max(b.interarrival_jitter());
+            if at.is_some_and(|at| at > sr_at + Duration::from_millis(50)) {
+                let at = at.unwrap();
+                assert_eq!(b.last_sender_report_timestamp(), (sr_ntp >> 16) as u32);
+                let dlsr_ms =
+                    f64::from(b.delay_since_last_sender_report_timestamp()) * 1000.0 / 65536.0;
+                let real_ms = at.duration_since(sr_at).as_secs_f64() * 1000.0;
+                worst_dlsr_ms = worst_dlsr_ms.max((dlsr_ms - real_ms).abs());
+            }
+            assert!(
+                ps.iter().any(|p| matches!(p, Packet::Sdes(_))),
+                "no SDES in the compound"
+            );
+        }
+        let (_, last, last_ps) = rrs.last().unwrap();
+        let b = last.report_blocks().next().unwrap();
+        assert_eq!((b.extended_sequence_number(), b.cumulative_lost()), (99, 3));
+        assert!(
+            last_ps
+                .iter()
+                .any(|p| matches!(p, Packet::Bye(bye) if bye.ssrcs().any(|s| s == ours))),
+            "no BYE at the end of the call"
+        );
+        // Loopback and a sleeping sender: a few ms of jitter at most (160 = a whole packet).
+        assert!(max_jitter < 160, "jitter {max_jitter}");
+        assert!(worst_dlsr_ms < 30.0, "DLSR off by {worst_dlsr_ms:.1} ms");
+        println!(
+            "own RTCP: {} receiver reports at a caller whose downstream sends none: 3 of 100 packets lost reported as 3, highest 99, jitter up to {max_jitter}, DLSR within {worst_dlsr_ms:.1} ms of the real delay since the caller's sender report, BYE at the end",
+            rrs.len()
+        );
+    }
+    let metrics = gw.http("GET", "/metrics", None).1;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tonewall_rtcp_receiver_reports_sent_total ") && !l.ends_with(" 0")
+        ),
+        "own receiver reports not counted"
+    );
 }
 
 /// The return path of a transcoded call through the real binary: an Opus caller whose

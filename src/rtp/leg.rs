@@ -408,6 +408,8 @@ pub struct CallerLeg {
     probation_key: Option<(u32, u16, usize)>,
     probation: Vec<u8>,
     ssrc_in: Option<u32>,
+    /// Reception figures of the caller's stream (for receiver reports of our own).
+    reception: super::reception::Reception,
     /// Input timestamp of the next sample the pipeline expects (it corresponds to the
     /// pipeline's input position).
     next_ts: Option<u32>,
@@ -565,6 +567,7 @@ impl CallerLeg {
             probation_key: None,
             probation: vec![0; slot],
             ssrc_in: None,
+            reception: super::reception::Reception::new(cfg.rate),
             next_ts: None,
             event_fill_from: None,
             events: EventTracker::default(),
@@ -651,6 +654,32 @@ impl CallerLeg {
             cname,
         };
         Some(super::rtcp::own_report(buf, &r, bye))
+    }
+
+    /// The caller's sender report with NTP time `ntp` arrived at `now_us` (the leg's clock):
+    /// our receiver reports answer it (LSR/DLSR), so the caller can measure the round trip.
+    pub fn caller_sender_report(&mut self, ssrc: u32, ntp: u64, now_us: u64) {
+        self.reception.on_sender_report(ssrc, ntp, now_us);
+    }
+
+    /// A receiver report of our own about the caller's stream (see
+    /// [`super::rtcp::own_receiver_report`]), as of `now_us`, from our SSRC; `None` before the
+    /// caller's first packet.
+    pub fn own_receiver_report(
+        &mut self,
+        buf: &mut [u8],
+        now_us: u64,
+        cname: &str,
+        bye: bool,
+    ) -> Option<Result<usize, rtcp_types::RtcpWriteError>> {
+        let f = self.reception.report(now_us)?;
+        Some(super::rtcp::own_receiver_report(
+            buf,
+            self.out_stream.ssrc,
+            &f,
+            cname,
+            bye,
+        ))
     }
 
     /// Rewrite an RTCP compound from downstream, in place, for the caller: reports about our
@@ -775,6 +804,8 @@ impl CallerLeg {
             return;
         };
         self.last_packet_us = Some(now_us);
+        self.reception
+            .on_packet(parsed.ssrc, p.sequence_number(), parsed.ts, now_us);
         self.accept(data, p.sequence_number(), parsed, now_us, out);
     }
 

@@ -21,6 +21,7 @@
 #[cfg_attr(not(feature = "opus"), allow(dead_code))]
 mod frames;
 mod leg;
+pub mod reception;
 pub mod reorder;
 pub mod rtcp;
 #[cfg_attr(not(feature = "opus"), allow(dead_code))]

@@ -21,7 +21,9 @@
 //! the caller decides (the gateway relays it unchanged, as before).
 //!
 //! A caller that sends no RTCP at all gets sender reports of the gateway's own towards
-//! downstream instead ([`own_report`]), every few seconds and a BYE at the end.
+//! downstream instead ([`own_report`]), every few seconds and a BYE at the end; a downstream
+//! that sends none leaves the caller with receiver reports of the gateway's own about the
+//! caller's stream ([`own_receiver_report`], figures from [`super::reception`]).
 //!
 //! RTCP comes every few seconds per call, not per audio frame: validating a compound costs a
 //! small allocation or two (here and in `rtcp-types`' SDES parse), which the audio path
@@ -232,6 +234,47 @@ pub fn to_caller(buf: &mut [u8], ssrc_out: u32, caller_ssrc: u32) -> Result<usiz
         }
     }
     Ok(changed)
+}
+
+/// Write a receiver report of the gateway's own about the caller's stream into `buf`, for a
+/// caller whose downstream sends no RTCP: one report block with `f`, from `reporter` (the
+/// gateway's SSRC), then an SDES with `cname`, then with `bye` a BYE for `reporter`. Returns
+/// its length.
+pub fn own_receiver_report(
+    buf: &mut [u8],
+    reporter: u32,
+    f: &super::reception::ReportFigures,
+    cname: &str,
+    bye: bool,
+) -> Result<usize, rtcp_types::RtcpWriteError> {
+    use rtcp_types::{
+        Bye, ReceiverReport, ReportBlock, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem,
+    };
+    let block = ReportBlock::builder(f.ssrc)
+        .fraction_lost(f.fraction_lost)
+        .cumulative_lost(f.cumulative_lost)
+        .extended_sequence_number(f.extended_highest)
+        .interarrival_jitter(f.jitter)
+        .last_sender_report_timestamp(f.lsr)
+        .delay_since_last_sender_report_timestamp(f.dlsr);
+    let sdes = Sdes::builder().add_chunk(
+        SdesChunk::builder(reporter).add_item(SdesItem::builder(SdesItem::CNAME, cname)),
+    );
+    let mut c = Compound::builder()
+        .add_packet(ReceiverReport::builder(reporter).add_report_block(block))
+        .add_packet(sdes);
+    if bye {
+        c = c.add_packet(Bye::builder().add_source(reporter));
+    }
+    c.write_into(buf)
+}
+
+/// The sender and NTP time of the first sender report in a valid compound.
+pub fn sender_report_time(buf: &[u8]) -> Option<(u32, u64)> {
+    Compound::parse(buf).ok()?.find_map(|p| match p {
+        Ok(rtcp_types::Packet::Sr(sr)) => Some((sr.ssrc(), sr.ntp_timestamp())),
+        _ => None,
+    })
 }
 
 /// Rewrite the sender reports of `ssrc` in a compound for a receiver that gets that source's
@@ -506,5 +549,48 @@ mod tests {
         assert_eq!((other.rtp_timestamp(), other.packet_count()), (16_000, 100));
         assert_eq!(other.report_blocks().next().unwrap().ssrc(), OURS);
         assert!(rescale_sender_reports(&mut [0x80, 200, 0, 9], OTHER, |t| t, 0, 0).is_err());
+    }
+
+    #[test]
+    fn own_receiver_report_carries_the_figures() {
+        let f = crate::rtp::reception::ReportFigures {
+            ssrc: CALLER,
+            fraction_lost: 25,
+            cumulative_lost: 3,
+            extended_highest: (1 << 16) + 7,
+            jitter: 12,
+            lsr: 0x2345_6789,
+            dlsr: 1 << 15,
+        };
+        let mut b = [0u8; 256];
+        let n = own_receiver_report(&mut b, OURS, &f, "tonewall-x", true).unwrap();
+        let got: Vec<_> = Compound::parse(&b[..n])
+            .unwrap()
+            .map(|p| p.unwrap())
+            .collect();
+        let Packet::Rr(rr) = &got[0] else {
+            panic!("a receiver report first")
+        };
+        assert_eq!(rr.ssrc(), OURS);
+        let blk = rr.report_blocks().next().unwrap();
+        assert_eq!(
+            (
+                blk.ssrc(),
+                blk.fraction_lost(),
+                blk.cumulative_lost(),
+                blk.extended_sequence_number(),
+                blk.interarrival_jitter(),
+                blk.last_sender_report_timestamp(),
+                blk.delay_since_last_sender_report_timestamp()
+            ),
+            (CALLER, 25, 3, (1 << 16) + 7, 12, 0x2345_6789, 1 << 15)
+        );
+        assert!(matches!(got[1], Packet::Sdes(_)));
+        assert!(matches!(&got[2], Packet::Bye(b) if b.ssrcs().collect::<Vec<_>>() == vec![OURS]));
+        assert_eq!(sender_report_time(&b[..n]), None);
+        let sr =
+            write(Compound::builder().add_packet(SenderReport::builder(CALLER).ntp_timestamp(77)));
+        assert_eq!(sender_report_time(&sr), Some((CALLER, 77)));
+        assert_eq!(sender_report_time(b"junk"), None);
     }
 }

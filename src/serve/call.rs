@@ -707,6 +707,11 @@ impl Call {
         // The caller reports for itself: its reports are rewritten, ours would only repeat
         // them with another clock.
         self.own_rtcp.caller_reported = Some(Instant::now());
+        // Our own receiver reports answer its sender reports (LSR/DLSR).
+        if let Some((ssrc, ntp)) = crate::rtp::rtcp::sender_report_time(buf) {
+            let now = self.now_us();
+            self.leg.caller_sender_report(ssrc, ntp, now);
+        }
         let to = next_port(self.spec.downstream);
         // Downstream sees the caller's audio under our SSRC and timeline: so must its RTCP.
         // A compound that does not validate goes through as it came (it names no stream of
@@ -725,6 +730,8 @@ impl Call {
     }
 
     fn on_down_rtcp(&mut self, buf: &mut [u8]) {
+        // Downstream reports to the caller itself: ours would only repeat it.
+        self.own_rtcp.down_reported = Some(Instant::now());
         if let Some(to) = self.caller_rtcp_addr {
             if self.leg.rtcp_to_caller(buf).is_err() {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
@@ -866,19 +873,59 @@ impl Call {
             self.timeout_check = due;
         }
         if self.own_rtcp.next.is_some_and(|t| now >= t) {
-            self.own_report(now, false);
+            self.own_reports(now, false);
         }
         self.on_timer();
         None
     }
 
-    /// Send downstream a sender report of our own (with `bye`, the last one, ending the
-    /// stream) if the caller sends no RTCP and audio is flowing, and schedule the next.
-    fn own_report(&mut self, now: Instant, bye: bool) {
+    /// RTCP of our own where a side sends none (with `bye`, the last, ending the streams),
+    /// and the next one scheduled: see [`Self::own_sender_report`] and
+    /// [`Self::own_receiver_report`].
+    fn own_reports(&mut self, now: Instant, bye: bool) {
         let Some(interval) = self.own_rtcp.interval else {
             return;
         };
         self.own_rtcp.schedule(now, interval);
+        self.own_sender_report(now, interval, bye);
+        self.own_receiver_report(now, interval, bye);
+    }
+
+    /// Send the caller a receiver report of our own about its stream if downstream sends no
+    /// RTCP (that would carry downstream's own figures) and the caller is sending.
+    fn own_receiver_report(&mut self, now: Instant, interval: Duration, bye: bool) {
+        let Some(to) = self.caller_rtcp_addr else {
+            return;
+        };
+        let down_reports = self
+            .own_rtcp
+            .down_reported
+            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2);
+        let sending = now.saturating_duration_since(self.last_caller) < interval * 2;
+        if down_reports || (bye && self.own_rtcp.rr_sent == 0) || (!bye && !sending) {
+            return;
+        }
+        let mut buf = [0u8; 512];
+        let t = self.now_us();
+        match self
+            .leg
+            .own_receiver_report(&mut buf, t, &self.own_rtcp.cname, bye)
+        {
+            Some(Ok(n)) => {
+                send(&self.socks.caller_rtcp, &buf[..n], to, &self.metrics);
+                self.own_rtcp.rr_sent += 1;
+                self.metrics
+                    .rtcp_receiver_reports_sent
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "own RTCP receiver report not written"),
+            None => {}
+        }
+    }
+
+    /// Send downstream a sender report of our own if the caller sends no RTCP and audio is
+    /// flowing.
+    fn own_sender_report(&mut self, now: Instant, interval: Duration, bye: bool) {
         // A caller silent on RTCP for two intervals has stopped reporting (or never did).
         let caller_reports = self
             .own_rtcp
@@ -924,8 +971,8 @@ impl Call {
             self.leg.finish(&mut out);
         }
         self.flush_packets();
-        // The stream ends: a BYE after the reports we sent in the caller's stead.
-        self.own_report(Instant::now(), true);
+        // The stream ends: a BYE after the reports we sent in either side's stead.
+        self.own_reports(Instant::now(), true);
         self.account();
         let st = self.leg.stats();
         self.emitter.emit(
@@ -958,8 +1005,12 @@ struct OwnRtcp {
     next: Option<Instant>,
     /// When the caller's own RTCP last came through.
     caller_reported: Option<Instant>,
-    /// Reports sent so far.
+    /// When downstream's own RTCP last came through.
+    down_reported: Option<Instant>,
+    /// Sender reports sent downstream so far.
     sent: u64,
+    /// Receiver reports sent to the caller so far.
+    rr_sent: u64,
     /// The source's canonical name (SDES CNAME): the gateway and the call id, so a
     /// downstream recorder can tell calls apart. It holds no caller data.
     cname: Box<str>,
@@ -981,7 +1032,9 @@ impl OwnRtcp {
             interval,
             next: None,
             caller_reported: None,
+            down_reported: None,
             sent: 0,
+            rr_sent: 0,
             cname: cname.into(),
             rng: seed | 1,
         };

@@ -68,10 +68,11 @@ pub struct ServerConfig {
     /// Run the media threads under `SCHED_FIFO` at this priority (1 to 99; 0: ordinary
     /// scheduling). Needs root or `CAP_SYS_NICE`; refused with a warning otherwise.
     pub media_priority: u8,
-    /// Sender reports of the gateway's own towards downstream, for callers that send no RTCP
-    /// (WebRTC publishers, RTP endpoints with RTCP off), about this often on average, ms
+    /// RTCP of the gateway's own where a side sends none, about this often on average, ms
     /// (RFC 3550's 5 s minimum by default; each interval is randomised to 0.5 to 1.5 times
-    /// it). 0 sends none. Callers that send RTCP have theirs rewritten instead.
+    /// it): sender reports downstream for callers that send no RTCP (WebRTC publishers, RTP
+    /// endpoints with RTCP off), receiver reports to callers whose downstream sends none.
+    /// 0 sends none. A side's own RTCP is rewritten and relayed instead.
     pub rtcp_report_interval_ms: u64,
     /// `Access-Control-Allow-Origin` for the WHIP endpoint, so a web page on that origin can
     /// publish (`*` for any); empty sends no CORS headers.

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub rtcp_invalid: AtomicU64,
     /// RTCP reports the gateway sent of its own (for callers that send none).
     pub rtcp_reports_sent: AtomicU64,
+    /// RTCP receiver reports the gateway sent callers of its own (when downstream sends none).
+    pub rtcp_receiver_reports_sent: AtomicU64,
     /// Audio frames through the masker.
     pub frames: AtomicU64,
     /// Caller packets lost (concealed with silence).
@@ -256,6 +258,12 @@ impl Metrics {
             "tonewall_rtcp_reports_sent_total",
             "RTCP sender reports the gateway sent downstream of its own, for callers that send no RTCP.",
             g(&self.rtcp_reports_sent),
+        );
+        counter(
+            &mut s,
+            "tonewall_rtcp_receiver_reports_sent_total",
+            "RTCP receiver reports the gateway sent callers of its own, about their streams, when downstream sends no RTCP.",
+            g(&self.rtcp_receiver_reports_sent),
         );
         counter(
             &mut s,
