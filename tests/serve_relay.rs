@@ -704,6 +704,8 @@ struct SeenRtcp {
     sr: Option<(u32, u64, u32, u32, u32)>,
     cname: Option<String>,
     bye: Vec<u32>,
+    /// Report blocks of the sender report: (SSRC, cumulative lost, extended highest, LSR).
+    blocks: Vec<(u32, u32, u32, u32)>,
 }
 
 /// Collect downstream's RTP (arrival, timestamp, SSRC) and RTCP on the two sockets until
@@ -732,10 +734,22 @@ fn collect_downstream(
                 sr: None,
                 cname: None,
                 bye: Vec::new(),
+                blocks: Vec::new(),
             };
             for p in Compound::parse(&buf[..n]).expect("downstream got invalid RTCP") {
                 match p.expect("downstream got an invalid RTCP packet") {
                     Packet::Sr(sr) => {
+                        seen.blocks = sr
+                            .report_blocks()
+                            .map(|b| {
+                                (
+                                    b.ssrc(),
+                                    b.cumulative_lost(),
+                                    b.extended_sequence_number(),
+                                    b.last_sender_report_timestamp(),
+                                )
+                            })
+                            .collect();
                         seen.sr = Some((
                             sr.ssrc(),
                             sr.ntp_timestamp(),
@@ -799,6 +813,13 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
         let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
         let (phone, phone_rtcp) = socket_pair();
+        let down: std::net::SocketAddr =
+            created["downstream_rtp"].as_str().unwrap().parse().unwrap();
+        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+        let (down_tx, down_rtcp_tx) = (
+            down_rtp.try_clone().unwrap(),
+            down_rtcp.try_clone().unwrap(),
+        );
         let sender = std::thread::spawn(move || {
             // 2 s of 20 ms PCMU; a reporting caller sends a sender report every 300 ms with
             // an NTP time of its own (second 1000, easy to tell from the gateway's clock).
@@ -809,6 +830,23 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
                 std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
                 phone.send_to(&p, caller).unwrap();
+                // Downstream talks back (packet 30 never sent) and sends one sender report,
+                // which the gateway's own reports answer in their block about its stream.
+                if k != 30 {
+                    let p = build(0, k, u32::from(k) * 160, 0xd0d0, k == 0, &[0xff; 160]);
+                    down_tx.send_to(&p, down).unwrap();
+                }
+                if k == 3 {
+                    use rtcp_types::{Compound, RtcpPacketWriterExt, SenderReport};
+                    let mut b = vec![0u8; 128];
+                    let n = Compound::builder()
+                        .add_packet(
+                            SenderReport::builder(0xd0d0).ntp_timestamp(0x0000_0777_8888_0000),
+                        )
+                        .write_into(&mut b)
+                        .unwrap();
+                    down_rtcp_tx.send_to(&b[..n], gw_down_rtcp).unwrap();
+                }
                 if caller_reports && k % 15 == 1 {
                     use rtcp_types::{Compound, RtcpPacketWriterExt, SenderReport};
                     let mut b = vec![0u8; 128];
@@ -884,6 +922,14 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
                 "report counts {packets} packets, {got} arrived by then"
             );
             assert_eq!(*octets, packets * 160);
+            // The block about downstream's stream back: its loss, highest and last report.
+            let &(bssrc, lost, highest, lsr) = r
+                .blocks
+                .first()
+                .expect("no report block about the return stream");
+            assert_eq!(bssrc, 0xd0d0);
+            assert_eq!(lost, u32::from(highest > 30), "at highest {highest}");
+            assert_eq!(lsr, 0x0777_8888);
             // Wall clock: the report's NTP time is now.
             let wall = ntp_now() - r.at.elapsed().as_secs_f64();
             assert!(
@@ -923,7 +969,7 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         let last = reports.last().unwrap();
         assert_eq!(last.bye, vec![ours], "no BYE at the end of the call");
         println!(
-            "own RTCP: {} sender reports downstream over 2 s at a 500 ms interval, RTP time within {worst_ts_ms:.1} ms of the stream's, RTP clock between reports {:?} Hz, BYE at the end",
+            "own RTCP: {} sender reports downstream over 2 s at a 500 ms interval, RTP time within {worst_ts_ms:.1} ms of the stream's, RTP clock between reports {:?} Hz, each with a block on the return stream (its 1 lost packet, LSR of its sender report), BYE at the end",
             sr.len(),
             pairs.iter().map(|r| r.round()).collect::<Vec<_>>()
         );

@@ -629,13 +629,15 @@ impl CallerLeg {
     /// [`super::rtcp::own_report`]), written into `buf`: the wall-clock instant `ntp` is
     /// `since_input_us` after the caller's latest packet was handled, which is when the last
     /// packet left, so the report's RTP time runs on from that packet's at the output clock.
-    /// `None` before the first packet (no timeline, nothing sent).
+    /// `block`, if any, reports on the stream from downstream. `None` before the first
+    /// packet (no timeline, nothing sent).
     pub fn own_report(
         &self,
         buf: &mut [u8],
         ntp: u64,
         since_input_us: u64,
         cname: &str,
+        block: Option<super::reception::ReportFigures>,
         bye: bool,
     ) -> Option<Result<usize, rtcp_types::RtcpWriteError>> {
         self.next_ts?;
@@ -652,6 +654,7 @@ impl CallerLeg {
             packets: o.packets as u32,
             octets: o.octets as u32,
             cname,
+            block,
         };
         Some(super::rtcp::own_report(buf, &r, bye))
     }

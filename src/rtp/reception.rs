@@ -273,7 +273,11 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let ssrc = if x.is_multiple_of(97) { (x >> 8) as u32 } else { SSRC };
+            let ssrc = if x.is_multiple_of(97) {
+                (x >> 8) as u32
+            } else {
+                SSRC
+            };
             r.on_packet(
                 ssrc,
                 (x >> 16) as u16,

@@ -65,6 +65,9 @@ pub struct OwnReport<'a> {
     pub octets: u32,
     /// The canonical name of the source (RFC 3550 requires it in every compound).
     pub cname: &'a str,
+    /// A report block about the stream the gateway receives from downstream (the return
+    /// path), as the caller would have sent it.
+    pub block: Option<super::reception::ReportFigures>,
 }
 
 /// Seconds from the NTP era (1900) to the Unix epoch.
@@ -87,11 +90,14 @@ pub fn own_report(
     bye: bool,
 ) -> Result<usize, rtcp_types::RtcpWriteError> {
     use rtcp_types::{Bye, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem, SenderReport};
-    let sr = SenderReport::builder(r.ssrc)
+    let mut sr = SenderReport::builder(r.ssrc)
         .ntp_timestamp(r.ntp)
         .rtp_timestamp(r.rtp_ts)
         .packet_count(r.packets)
         .octet_count(r.octets);
+    if let Some(f) = &r.block {
+        sr = sr.add_report_block(report_block(f));
+    }
     let sdes = Sdes::builder().add_chunk(
         SdesChunk::builder(r.ssrc).add_item(SdesItem::builder(SdesItem::CNAME, r.cname)),
     );
@@ -247,16 +253,8 @@ pub fn own_receiver_report(
     cname: &str,
     bye: bool,
 ) -> Result<usize, rtcp_types::RtcpWriteError> {
-    use rtcp_types::{
-        Bye, ReceiverReport, ReportBlock, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem,
-    };
-    let block = ReportBlock::builder(f.ssrc)
-        .fraction_lost(f.fraction_lost)
-        .cumulative_lost(f.cumulative_lost)
-        .extended_sequence_number(f.extended_highest)
-        .interarrival_jitter(f.jitter)
-        .last_sender_report_timestamp(f.lsr)
-        .delay_since_last_sender_report_timestamp(f.dlsr);
+    use rtcp_types::{Bye, ReceiverReport, RtcpPacketWriterExt, Sdes, SdesChunk, SdesItem};
+    let block = report_block(f);
     let sdes = Sdes::builder().add_chunk(
         SdesChunk::builder(reporter).add_item(SdesItem::builder(SdesItem::CNAME, cname)),
     );
@@ -267,6 +265,16 @@ pub fn own_receiver_report(
         c = c.add_packet(Bye::builder().add_source(reporter));
     }
     c.write_into(buf)
+}
+
+fn report_block(f: &super::reception::ReportFigures) -> rtcp_types::ReportBlockBuilder {
+    rtcp_types::ReportBlock::builder(f.ssrc)
+        .fraction_lost(f.fraction_lost)
+        .cumulative_lost(f.cumulative_lost)
+        .extended_sequence_number(f.extended_highest)
+        .interarrival_jitter(f.jitter)
+        .last_sender_report_timestamp(f.lsr)
+        .delay_since_last_sender_report_timestamp(f.dlsr)
 }
 
 /// The sender and NTP time of the first sender report in a valid compound.
@@ -468,6 +476,7 @@ mod tests {
             packets: 250,
             octets: 40_000,
             cname: "tonewall-call-1",
+            block: None,
         };
         for bye in [false, true] {
             let mut b = [0u8; 256];
@@ -592,5 +601,50 @@ mod tests {
             write(Compound::builder().add_packet(SenderReport::builder(CALLER).ntp_timestamp(77)));
         assert_eq!(sender_report_time(&sr), Some((CALLER, 77)));
         assert_eq!(sender_report_time(b"junk"), None);
+    }
+
+    #[test]
+    fn own_sender_report_carries_a_block_about_the_return_stream() {
+        let f = crate::rtp::reception::ReportFigures {
+            ssrc: OTHER,
+            fraction_lost: 3,
+            cumulative_lost: 9,
+            extended_highest: 500,
+            jitter: 40,
+            lsr: 0x1111_2222,
+            dlsr: 777,
+        };
+        let r = OwnReport {
+            ssrc: OURS,
+            ntp: 1 << 32,
+            rtp_ts: 1,
+            packets: 2,
+            octets: 3,
+            cname: "c",
+            block: Some(f),
+        };
+        let mut b = [0u8; 256];
+        let n = own_report(&mut b, &r, false).unwrap();
+        let Some(Ok(Packet::Sr(sr))) = Compound::parse(&b[..n]).unwrap().next() else {
+            panic!("no sender report")
+        };
+        let blk = sr.report_blocks().next().unwrap();
+        assert_eq!(
+            (
+                blk.ssrc(),
+                blk.fraction_lost(),
+                blk.cumulative_lost(),
+                blk.extended_sequence_number()
+            ),
+            (OTHER, 3, 9, 500)
+        );
+        assert_eq!(
+            (
+                blk.interarrival_jitter(),
+                blk.last_sender_report_timestamp(),
+                blk.delay_since_last_sender_report_timestamp()
+            ),
+            (40, 0x1111_2222, 777)
+        );
     }
 }

@@ -476,6 +476,11 @@ pub struct Call {
     down_dec: Option<Box<dyn FrameDecoder>>,
     /// The gateway's own RTCP towards downstream, for a caller that sends none.
     own_rtcp: OwnRtcp,
+    /// Reception figures of the stream from downstream (for the report block in our own
+    /// sender reports).
+    down_reception: crate::rtp::reception::Reception,
+    /// When the latest packet from downstream arrived.
+    last_down: Option<Instant>,
     /// The return path of an Opus caller whose downstream leg is G.711: back to Opus.
     #[cfg(feature = "opus")]
     ret: Option<Box<super::return_leg::ReturnTranscoder>>,
@@ -507,6 +512,11 @@ impl Call {
         let now = Instant::now();
         let spec_timeout = spec.media_timeout;
         let (spec_id, spec_rtcp) = (spec.id.clone(), spec.rtcp_interval);
+        // The return stream's RTP clock: G.711 runs at 8 kHz, the rest at the leg's rate.
+        let down_rate = match spec.leg.downstream_codec {
+            Some(c) if c.is_g711() => 8000,
+            _ => spec.leg.rate,
+        };
         let down_dec = return_decoder(&spec.leg);
         #[cfg(feature = "opus")]
         let ret = super::return_leg::ReturnTranscoder::new(&spec.leg).map(Box::new);
@@ -525,6 +535,8 @@ impl Call {
             return_packets: 0,
             caller_audio_end: 0,
             own_rtcp: OwnRtcp::new(&spec_id, spec_rtcp, now),
+            down_reception: crate::rtp::reception::Reception::new(down_rate),
+            last_down: None,
             down_anchor: None,
             down_dec,
             #[cfg(feature = "opus")]
@@ -631,6 +643,13 @@ impl Call {
         let Some(caller) = self.caller_addr else {
             return;
         };
+        if let Ok(p) = rtp_types::RtpPacket::parse(buf) {
+            let at = Instant::now();
+            self.last_down = Some(at);
+            let now = at.duration_since(self.created).as_micros() as u64;
+            self.down_reception
+                .on_packet(p.ssrc(), p.sequence_number(), p.timestamp(), now);
+        }
         #[cfg(feature = "opus")]
         if let Some(t) = self.ret.as_mut() {
             // Transcoded call: the caller hears downstream's G.711 as Opus again.
@@ -732,6 +751,11 @@ impl Call {
     fn on_down_rtcp(&mut self, buf: &mut [u8]) {
         // Downstream reports to the caller itself: ours would only repeat it.
         self.own_rtcp.down_reported = Some(Instant::now());
+        // Our own sender reports answer its sender reports (LSR/DLSR).
+        if let Some((ssrc, ntp)) = crate::rtp::rtcp::sender_report_time(buf) {
+            let now = self.now_us();
+            self.down_reception.on_sender_report(ssrc, ntp, now);
+        }
         if let Some(to) = self.caller_rtcp_addr {
             if self.leg.rtcp_to_caller(buf).is_err() {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
@@ -943,9 +967,18 @@ impl Call {
             .unwrap_or_default();
         let ntp = crate::rtp::rtcp::ntp_time(wall);
         let mut buf = [0u8; 512];
+        // Downstream's stream back, reported as the caller would have (if it is flowing).
+        let block = if self
+            .last_down
+            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2)
+        {
+            self.down_reception.report(self.now_us())
+        } else {
+            None
+        };
         match self
             .leg
-            .own_report(&mut buf, ntp, since, &self.own_rtcp.cname, bye)
+            .own_report(&mut buf, ntp, since, &self.own_rtcp.cname, block, bye)
         {
             Some(Ok(n)) => {
                 send(
