@@ -13,7 +13,9 @@ use crate::time::{ChannelId, MediaTime};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A span of audio was replaced with silence because it held, or looked like, a tone.
+    /// A span of audio was replaced with silence because it held, or looked like, a tone. It
+    /// covers only what was replaced: audio that had already left (a tone recognised after
+    /// its first ms with little look-ahead) is not in it.
     ToneMasked {
         /// Channel the span was on.
         channel: u32,

@@ -102,14 +102,16 @@ fn no_false_digit_on_hours_of_real_speech_and_music() {
             found.len(),
             sensitive
         );
-        for la in [0, 20] {
+        for la in [0, 10, 20] {
             let (_, log) = mask(&x, Codec::Pcmu, la);
             let masked = masked_samples(&log);
             let share = masked as f64 / x.len() as f64 * 100.0;
             line += &format!("; masked at look-ahead {la} ms: {share:.3} %");
-            // BRIEF 2.2: under 0.1 %. Met with 20 ms of look-ahead (measured 0.029 to
-            // 0.094 %). NOT MET with none (0.19 to 0.57 %), where each frame tail that may
-            // hold a key press's onset is masked speculatively; bounded at what was measured.
+            // BRIEF 2.2: under 0.1 %. Met with 20 ms of look-ahead (measured 0.027 to
+            // 0.089 %). NOT MET with less (none: 0.17 to 0.51 %, where each frame tail that
+            // may hold a key press's onset is masked speculatively; 10 ms: 0.10 to 0.25 %,
+            // where a tone-like window cannot wait for a second); bounded at what was
+            // measured.
             let limit = match (name, la) {
                 (_, 20..) => 0.1,
                 _ => 0.8,

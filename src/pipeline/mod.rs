@@ -144,6 +144,11 @@ pub struct ChannelPipeline<T: Sample> {
     pending: Pending,
     in_pos: u64,
     open_span: Option<(u64, u64)>,
+    /// First sample of the open span that was still in the delay line when it was asked
+    /// for: what the `tone_masked` event reports (audio already sent cannot be masked).
+    open_out: u64,
+    /// Media position up to which output has left the pipeline.
+    released: u64,
     /// The most recent masked span, kept after it is reported (pause/resume align to it).
     last_span: Option<(u64, u64)>,
     fail_closed: bool,
@@ -204,6 +209,8 @@ impl<T: Sample> ChannelPipeline<T> {
             },
             in_pos: 0,
             open_span: None,
+            open_out: 0,
+            released: 0,
             last_span: None,
             fail_closed: false,
             silence,
@@ -381,6 +388,7 @@ impl<T: Sample> ChannelPipeline<T> {
         // Output: delayed, masked.
         let out_end = self.in_pos as i64 - self.delay() as i64;
         let out_start = out_end - n as i64;
+        self.released = out_end.max(0) as u64;
         self.delay_line.process(input, output);
         if out_end <= 0 {
             return;
@@ -453,13 +461,22 @@ impl<T: Sample> ChannelPipeline<T> {
                     let a = self.to_media(from).saturating_sub(self.margin);
                     let b = self.to_media(to) + self.margin;
                     self.spans.add(a, b);
+                    // With little look-ahead the start of a span may already have left.
+                    let still_here = a.max(self.released);
                     match self.open_span {
-                        Some((sa, sb)) if a <= sb => self.open_span = Some((sa.min(a), sb.max(b))),
+                        Some((sa, sb)) if a <= sb => {
+                            self.open_span = Some((sa.min(a), sb.max(b)));
+                            self.open_out = self.open_out.min(still_here);
+                        }
                         Some((sa, sb)) => {
                             self.emit_span(sa, sb, out);
                             self.open_span = Some((a, b));
+                            self.open_out = still_here;
                         }
-                        None => self.open_span = Some((a, b)),
+                        None => {
+                            self.open_span = Some((a, b));
+                            self.open_out = still_here;
+                        }
                     }
                     self.last_span = self.open_span;
                 }
@@ -494,7 +511,13 @@ impl<T: Sample> ChannelPipeline<T> {
         }
     }
 
+    /// Report the open span `a..b` as masked: from the first of its samples that was still
+    /// in the delay line when it was asked for (none: no event).
     fn emit_span<O: Outputs + ?Sized>(&self, a: u64, b: u64, out: &mut O) {
+        let a = a.max(self.open_out);
+        if a >= b {
+            return;
+        }
         let r = self.cfg.rate;
         out.event(Event::ToneMasked {
             channel: self.channel.0,
