@@ -617,23 +617,18 @@ fn rtcp_reports_name_the_stream_each_side_sees() {
         b
     };
     let gw = Gateway::start("relay-rtcp", "");
-    let (down_rtp, down_rtcp) = socket_pair();
+    let RtcpCall {
+        id,
+        caller,
+        caller_rtcp,
+        down: _,
+        gw_down_rtcp,
+        down_rtp,
+        down_rtcp,
+    } = rtcp_call(&gw);
     for s in [&down_rtp, &down_rtcp] {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     }
-    let created = gw.json(
-        "POST",
-        "/v1/calls",
-        Some(&format!(
-            "{{\"downstream\":\"{}\"}}",
-            down_rtp.local_addr().unwrap()
-        )),
-    );
-    let id = created["call_id"].as_str().unwrap().to_string();
-    let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
-    let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
-    let down: std::net::SocketAddr = created["downstream_rtp"].as_str().unwrap().parse().unwrap();
-    let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
     let (phone, phone_rtcp) = socket_pair();
     phone_rtcp
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -700,6 +695,44 @@ fn rtcp_reports_name_the_stream_each_side_sees() {
     );
     let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
     assert_eq!(end["ended"], "api");
+}
+
+/// A call whose downstream is a fresh RTP/RTCP socket pair, with the addresses an RTCP test
+/// needs on both sides.
+struct RtcpCall {
+    id: String,
+    /// The gateway's caller-facing RTP and RTCP ports.
+    caller: std::net::SocketAddr,
+    caller_rtcp: std::net::SocketAddr,
+    /// The gateway's downstream-facing RTP and RTCP ports.
+    down: std::net::SocketAddr,
+    gw_down_rtcp: std::net::SocketAddr,
+    /// Downstream's own sockets.
+    down_rtp: std::net::UdpSocket,
+    down_rtcp: std::net::UdpSocket,
+}
+
+fn rtcp_call(gw: &Gateway) -> RtcpCall {
+    let (down_rtp, down_rtcp) = socket_pair();
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            "{{\"downstream\":\"{}\"}}",
+            down_rtp.local_addr().unwrap()
+        )),
+    );
+    let addr = |k: &str| -> std::net::SocketAddr { created[k].as_str().unwrap().parse().unwrap() };
+    let (caller, down) = (addr("caller_rtp"), addr("downstream_rtp"));
+    RtcpCall {
+        id: created["call_id"].as_str().unwrap().to_string(),
+        caller,
+        caller_rtcp: addr("caller_rtcp"),
+        down,
+        gw_down_rtcp: addr("downstream_rtcp"),
+        down_rtp,
+        down_rtcp,
+    }
 }
 
 /// What one RTCP compound that reached downstream held, and when it arrived.
@@ -805,22 +838,16 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
     };
     let ntp_secs = |ntp: u64| (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
     for caller_reports in [false, true] {
-        let (down_rtp, down_rtcp) = socket_pair();
-        let created = gw.json(
-            "POST",
-            "/v1/calls",
-            Some(&format!(
-                "{{\"downstream\":\"{}\"}}",
-                down_rtp.local_addr().unwrap()
-            )),
-        );
-        let id = created["call_id"].as_str().unwrap().to_string();
-        let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
-        let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
+        let RtcpCall {
+            id,
+            caller,
+            caller_rtcp,
+            down,
+            gw_down_rtcp,
+            down_rtp,
+            down_rtcp,
+        } = rtcp_call(&gw);
         let (phone, phone_rtcp) = socket_pair();
-        let down: std::net::SocketAddr =
-            created["downstream_rtp"].as_str().unwrap().parse().unwrap();
-        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
         let (down_tx, down_rtcp_tx) = (
             down_rtp.try_clone().unwrap(),
             down_rtcp.try_clone().unwrap(),
@@ -1000,21 +1027,15 @@ fn a_downstream_without_rtcp_leaves_the_caller_receiver_reports_of_the_gateways_
     use std::time::Instant;
     let gw = Gateway::start("relay-own-rr", "[server]\nrtcp_report_interval_ms = 500\n");
     for down_reports in [false, true] {
-        let (down_rtp, down_rtcp) = socket_pair();
-        let created = gw.json(
-            "POST",
-            "/v1/calls",
-            Some(&format!(
-                "{{\"downstream\":\"{}\"}}",
-                down_rtp.local_addr().unwrap()
-            )),
-        );
-        let id = created["call_id"].as_str().unwrap().to_string();
-        let caller: std::net::SocketAddr = created["caller_rtp"].as_str().unwrap().parse().unwrap();
-        let caller_rtcp = std::net::SocketAddr::new(caller.ip(), caller.port() + 1);
-        let down: std::net::SocketAddr =
-            created["downstream_rtp"].as_str().unwrap().parse().unwrap();
-        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+        let RtcpCall {
+            id,
+            caller,
+            caller_rtcp,
+            down: _,
+            gw_down_rtcp,
+            down_rtp,
+            down_rtcp,
+        } = rtcp_call(&gw);
         let (phone, phone_rtcp) = socket_pair();
         phone_rtcp.set_nonblocking(true).unwrap();
         let sr_ntp: u64 = 0x0000_1234_5678_9abc;
