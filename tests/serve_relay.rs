@@ -904,6 +904,13 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         sender.join().unwrap();
         let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
         assert_eq!(end["ended"], "api");
+        // Downstream's stream back, as the call's status shows it: 99 of 100 arrived.
+        let back = &end["reception"]["downstream"];
+        assert_eq!(
+            (back["received"].as_u64(), back["lost"].as_i64()),
+            (Some(99), Some(1)),
+            "{end}"
+        );
         let (m2, r2) = collect_downstream(
             &down_rtp,
             &down_rtcp,
@@ -1080,6 +1087,14 @@ fn a_downstream_without_rtcp_leaves_the_caller_receiver_reports_of_the_gateways_
         std::thread::sleep(Duration::from_millis(100));
         let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
         assert_eq!(end["ended"], "api");
+        // The call's status shows the same figures.
+        let rx = &end["reception"]["caller"];
+        assert_eq!(
+            (rx["received"].as_u64(), rx["lost"].as_i64()),
+            (Some(97), Some(3)),
+            "{end}"
+        );
+        assert!(rx["jitter_ms"].as_f64().unwrap() < 20.0, "{end}");
         std::thread::sleep(Duration::from_millis(200));
         while let Ok(n) = phone_rtcp.recv(&mut buf) {
             got.push((Instant::now(), buf[..n].to_vec(), false));

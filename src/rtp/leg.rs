@@ -659,6 +659,12 @@ impl CallerLeg {
         Some(super::rtcp::own_report(buf, &r, bye))
     }
 
+    /// How the caller's stream has fared on its way to us (loss, jitter); `None` before its
+    /// first packet.
+    pub fn reception(&self) -> Option<super::reception::StreamQuality> {
+        self.reception.quality()
+    }
+
     /// The caller's sender report with NTP time `ntp` arrived at `now_us` (the leg's clock):
     /// our receiver reports answer it (LSR/DLSR), so the caller can measure the round trip.
     pub fn caller_sender_report(&mut self, ssrc: u32, ntp: u64, now_us: u64) {

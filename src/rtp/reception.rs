@@ -38,6 +38,17 @@ pub struct ReportFigures {
     pub dlsr: u32,
 }
 
+/// How a stream has fared, as its receiver sees it (RFC 3550's cumulative figures).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct StreamQuality {
+    /// Packets received from the current source.
+    pub received: u32,
+    /// Packets expected but never received (negative when duplicates outnumber losses).
+    pub lost: i64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+}
+
 /// Reception state of the caller's current SSRC.
 #[derive(Debug, Clone, Default)]
 pub struct Reception {
@@ -113,6 +124,18 @@ impl Reception {
             self.jitter16 = self.jitter16 + d - ((self.jitter16 + 8) >> 4);
         }
         self.transit = Some(transit);
+    }
+
+    /// How the stream has fared so far, for status pages; `None` before the first packet.
+    pub fn quality(&self) -> Option<StreamQuality> {
+        self.ssrc?;
+        let extended = self.cycles + u32::from(self.max_seq);
+        let expected = extended.wrapping_sub(self.base_seq).wrapping_add(1);
+        Some(StreamQuality {
+            received: self.received,
+            lost: i64::from(expected) - i64::from(self.received),
+            jitter_ms: (self.jitter16 >> 4) as f64 * 1000.0 / f64::from(self.rate),
+        })
     }
 
     /// The caller's sender report with NTP time `ntp` arrived at `now_us`.
@@ -212,6 +235,8 @@ mod tests {
         for s in (20..30).step_by(2) {
             send(&mut r, s);
         }
+        let q = r.quality().unwrap();
+        assert_eq!((q.received, q.lost), (24, 5));
         let f = r.report(3_000_000).unwrap();
         assert_eq!(f.extended_highest, 28);
         assert_eq!(f.cumulative_lost, 5);

@@ -25,6 +25,7 @@ use super::sinks::{AudioFrame, CallSinks, SecureDelivery, Side, SinkSettings, MA
 use crate::codec::{Codec, FrameDecoder};
 use crate::dtmf::Digit;
 use crate::event::{Event, Outputs, SecureDigit};
+use crate::rtp::reception::StreamQuality;
 use crate::rtp::rtcp::RtcpError;
 use crate::rtp::{CallerLeg, LegConfig, LegOutputs, LegStats, StreamEvent};
 use crate::time::{ChannelId, MediaTime};
@@ -221,8 +222,20 @@ pub struct CallStatus {
     pub stats: LegStatsView,
     /// Packets relayed from downstream back to the caller.
     pub return_packets: u64,
+    /// How each stream has fared on its way to the gateway (RFC 3550 figures: loss from the
+    /// sequence numbers, interarrival jitter); `null` until it has sent a packet.
+    pub reception: Reception,
     /// Set when the call has ended.
     pub ended: Option<EndReason>,
+}
+
+/// [`CallStatus::reception`].
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Reception {
+    /// The caller's stream.
+    pub caller: Option<StreamQuality>,
+    /// Downstream's stream back.
+    pub downstream: Option<StreamQuality>,
 }
 
 /// Serialisable copy of [`LegStats`].
@@ -578,6 +591,10 @@ impl Call {
             delay_ms: self.leg.downstream_delay() as f64 * 1000.0 / self.spec.leg.rate as f64,
             stats: self.leg.stats().into(),
             return_packets: self.return_packets,
+            reception: Reception {
+                caller: self.leg.reception(),
+                downstream: self.down_reception.quality(),
+            },
             ended,
         }
     }
