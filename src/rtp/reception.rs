@@ -116,7 +116,8 @@ impl Reception {
         }
         self.received = self.received.wrapping_add(1);
         // Jitter: how much the transit time varies from packet to packet.
-        let arrival = (u128::from(now_us) * u128::from(self.rate) / 1_000_000) as i64;
+        // u64 holds microseconds times a 192 kHz clock for over a year of call.
+        let arrival = (now_us.saturating_mul(u64::from(self.rate)) / 1_000_000) as i64;
         let transit = arrival - i64::from(ts);
         if let Some(prev) = self.transit {
             // Timestamps wrap at 2^32: compare modulo that.

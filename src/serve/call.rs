@@ -928,22 +928,30 @@ impl Call {
             return;
         };
         self.own_rtcp.schedule(now, interval);
-        self.own_sender_report(now, interval, bye);
-        self.own_receiver_report(now, interval, bye);
+        // A side silent for two intervals has stopped (RFC 3550's timeout, shortened).
+        let recent =
+            |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < interval * 2);
+        // RFC 3550: only an active sender sends sender reports, and a report block is only
+        // about a source heard lately; a BYE ends what was reported, however long ago the
+        // caller went quiet.
+        let sending = recent(Some(self.last_caller));
+        if !recent(self.own_rtcp.caller_reported) {
+            let back = recent(self.last_down);
+            self.own_sender_report(now, sending, back, bye);
+        }
+        if !recent(self.own_rtcp.down_reported) {
+            self.own_receiver_report(sending, bye);
+        }
     }
 
-    /// Send the caller a receiver report of our own about its stream if downstream sends no
-    /// RTCP (that would carry downstream's own figures) and the caller is sending.
-    fn own_receiver_report(&mut self, now: Instant, interval: Duration, bye: bool) {
+    /// Send the caller a receiver report of our own about its stream (downstream sends no
+    /// RTCP, which would carry its own figures) if the caller is `sending`, or with `bye` the
+    /// last one after those sent.
+    fn own_receiver_report(&mut self, sending: bool, bye: bool) {
         let Some(to) = self.caller_rtcp_addr else {
             return;
         };
-        let down_reports = self
-            .own_rtcp
-            .down_reported
-            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2);
-        let sending = now.saturating_duration_since(self.last_caller) < interval * 2;
-        if down_reports || (bye && self.own_rtcp.rr_sent == 0) || (!bye && !sending) {
+        if (bye && self.own_rtcp.rr_sent == 0) || (!bye && !sending) {
             return;
         }
         let mut buf = [0u8; 512];
@@ -964,18 +972,11 @@ impl Call {
         }
     }
 
-    /// Send downstream a sender report of our own if the caller sends no RTCP and audio is
-    /// flowing.
-    fn own_sender_report(&mut self, now: Instant, interval: Duration, bye: bool) {
-        // A caller silent on RTCP for two intervals has stopped reporting (or never did).
-        let caller_reports = self
-            .own_rtcp
-            .caller_reported
-            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2);
-        // RFC 3550: only an active sender sends sender reports; the BYE ends what was
-        // reported, however long ago the caller went quiet.
-        let sending = now.saturating_duration_since(self.last_caller) < interval * 2;
-        if caller_reports || (bye && self.own_rtcp.sent == 0) || (!bye && !sending) {
+    /// Send downstream a sender report of our own (the caller sends no RTCP) if the caller
+    /// is `sending`, or with `bye` the last one after those sent; with a report block about
+    /// downstream's stream if it came `back` lately.
+    fn own_sender_report(&mut self, now: Instant, sending: bool, back: bool, bye: bool) {
+        if (bye && self.own_rtcp.sent == 0) || (!bye && !sending) {
             return;
         }
         let since = now.saturating_duration_since(self.last_caller).as_micros() as u64;
@@ -984,11 +985,8 @@ impl Call {
             .unwrap_or_default();
         let ntp = crate::rtp::rtcp::ntp_time(wall);
         let mut buf = [0u8; 512];
-        // Downstream's stream back, reported as the caller would have (if it is flowing).
-        let block = if self
-            .last_down
-            .is_some_and(|t| now.saturating_duration_since(t) < interval * 2)
-        {
+        // Downstream's stream back, reported as the caller would have.
+        let block = if back {
             self.down_reception.report(self.now_us())
         } else {
             None
