@@ -746,13 +746,15 @@ struct SeenRtcp {
     blocks: Vec<(u32, u32, u32, u32)>,
 }
 
-/// Collect downstream's RTP (arrival, timestamp, SSRC) and RTCP on the two sockets until
-/// `until` passes.
-fn collect_downstream(
+/// One RTP packet as an end saw it: arrival, timestamp, SSRC, payload octets.
+type SeenRtp = (std::time::Instant, u32, u32, usize);
+
+/// Collect one end's RTP and RTCP on the two sockets until `until` passes.
+fn collect_rtp_and_rtcp(
     rtp: &std::net::UdpSocket,
     rtcp: &std::net::UdpSocket,
     until: std::time::Instant,
-) -> (Vec<(std::time::Instant, u32, u32)>, Vec<SeenRtcp>) {
+) -> (Vec<SeenRtp>, Vec<SeenRtcp>) {
     use rtcp_types::{Compound, Packet};
     for s in [rtp, rtcp] {
         s.set_nonblocking(true).unwrap();
@@ -763,7 +765,7 @@ fn collect_downstream(
         let mut idle = true;
         if let Ok(n) = rtp.recv(&mut buf) {
             let p = parse(&buf[..n]);
-            media.push((std::time::Instant::now(), p.ts, p.ssrc));
+            media.push((std::time::Instant::now(), p.ts, p.ssrc, p.payload.len()));
             idle = false;
         }
         if let Ok(n) = rtcp.recv(&mut buf) {
@@ -774,8 +776,8 @@ fn collect_downstream(
                 bye: Vec::new(),
                 blocks: Vec::new(),
             };
-            for p in Compound::parse(&buf[..n]).expect("downstream got invalid RTCP") {
-                match p.expect("downstream got an invalid RTCP packet") {
+            for p in Compound::parse(&buf[..n]).expect("invalid RTCP compound") {
+                match p.expect("invalid RTCP packet") {
                     Packet::Sr(sr) => {
                         seen.blocks = sr
                             .report_blocks()
@@ -896,7 +898,7 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
                 }
             }
         });
-        let (mut media, mut reports) = collect_downstream(
+        let (mut media, mut reports) = collect_rtp_and_rtcp(
             &down_rtp,
             &down_rtcp,
             Instant::now() + Duration::from_millis(2300),
@@ -911,7 +913,7 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
             (Some(99), Some(1)),
             "{end}"
         );
-        let (m2, r2) = collect_downstream(
+        let (m2, r2) = collect_rtp_and_rtcp(
             &down_rtp,
             &down_rtcp,
             Instant::now() + Duration::from_millis(300),
@@ -979,7 +981,7 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
             // (Not for the last report: hanging up flushes the look-ahead's last packet at
             // that moment, not at its media time.)
             let last_media = media.iter().rev().find(|m| m.0 <= r.at);
-            if let (Some((at, pts, _)), true) = (last_media, r.bye.is_empty()) {
+            if let (Some((at, pts, ..)), true) = (last_media, r.bye.is_empty()) {
                 let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * 8000.0;
                 let off_ms = (*ts as f64 - expect) / 8.0;
                 worst_ts_ms = worst_ts_ms.max(off_ms.abs());
@@ -1021,6 +1023,146 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         .parse()
         .unwrap();
     assert!(sent >= 4, "{sent} own reports counted");
+}
+
+/// An Opus caller whose G.711 downstream sends no RTCP hears downstream re-encoded by the
+/// gateway, so the gateway is that stream's sender and reports as one: sender reports of its
+/// own about the Opus stream (downstream's SSRC, an RTP time on the 48 kHz clock that matches
+/// the packets' at the report's wall-clock time, the Opus packet and octet counts) carrying
+/// a block about the caller's stream, and a BYE at the end.
+#[cfg(feature = "opus")]
+#[test]
+fn an_opus_caller_gets_sender_reports_about_the_stream_the_gateway_reencodes() {
+    use std::time::Instant;
+    use tonewall::codec::{FrameEncoder, OpusEncoder};
+    let gw = Gateway::start(
+        "relay-own-sr-return",
+        "[server]\nrtcp_report_interval_ms = 500\n",
+    );
+    let (down_rtp, _down_rtcp) = socket_pair();
+    let created = gw.json(
+        "POST",
+        "/v1/calls",
+        Some(&format!(
+            r#"{{"downstream":"{}","codec":"opus","payload_type":111,"rate":48000,"downstream_codec":"pcmu"}}"#,
+            down_rtp.local_addr().unwrap()
+        )),
+    );
+    let id = created["call_id"].as_str().unwrap().to_string();
+    let addr = |k: &str| -> std::net::SocketAddr { created[k].as_str().unwrap().parse().unwrap() };
+    let (caller, down) = (addr("caller_rtp"), addr("downstream_rtp"));
+    let (phone, phone_rtcp) = socket_pair();
+    let phone_tx = phone.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut enc = OpusEncoder::new(24_000).unwrap();
+        let mut opus = vec![0u8; enc.max_packet()];
+        let quiet = vec![20i16; 960];
+        let t0 = Instant::now();
+        // 2 s: the caller's Opus, and downstream's PCMU (a 440 Hz tone) from the fifth frame.
+        for k in 0..100u32 {
+            let due = t0 + Duration::from_millis(20 * u64::from(k));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let n = enc.encode(&quiet, &mut opus).unwrap();
+            phone_tx
+                .send_to(
+                    &build(111, k as u16, k * 960, SSRC, k == 0, &opus[..n]),
+                    caller,
+                )
+                .unwrap();
+            if k >= 5 {
+                let j = k - 5;
+                let pl: Vec<u8> = (0..160)
+                    .map(|i| {
+                        let t = f64::from(j * 160 + i) / 8000.0;
+                        linear_to_ulaw(
+                            (6000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16,
+                        )
+                    })
+                    .collect();
+                down_rtp
+                    .send_to(&build(0, j as u16, j * 160, 0xd0d0, j == 0, &pl), down)
+                    .unwrap();
+            }
+        }
+    });
+    let (mut media, mut reports) = collect_rtp_and_rtcp(
+        &phone,
+        &phone_rtcp,
+        Instant::now() + Duration::from_millis(2200),
+    );
+    sender.join().unwrap();
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["ended"], "api");
+    let (m2, r2) = collect_rtp_and_rtcp(
+        &phone,
+        &phone_rtcp,
+        Instant::now() + Duration::from_millis(300),
+    );
+    media.extend(m2);
+    reports.extend(r2);
+    assert!(
+        media.len() >= 80,
+        "{} packets back at the caller",
+        media.len()
+    );
+    let sr: Vec<_> = reports
+        .iter()
+        .filter_map(|r| r.sr.map(|s| (r, s)))
+        .collect();
+    // 500 ms randomised to 250 to 750 ms over the 1.9 s the stream flows: at least 2.
+    assert!(sr.len() >= 2, "{} sender reports at the caller", sr.len());
+    let mut worst_ts_ms: f64 = 0.0;
+    for (r, (ssrc, _ntp, ts, packets, octets)) in &sr {
+        assert_eq!(
+            *ssrc, 0xd0d0,
+            "the report is about the stream the caller hears"
+        );
+        assert!(
+            r.cname.as_deref().is_some_and(|c| c.contains(&id)),
+            "no CNAME naming the call: {:?}",
+            r.cname
+        );
+        // Counts: the Opus packets sent by then (one may cross the report in flight), and
+        // exactly their payload octets.
+        let got = media.iter().filter(|m| m.0 <= r.at).count();
+        let n = *packets as usize;
+        assert!(
+            n <= got + 1 && n + 2 >= got,
+            "report counts {n} packets, {got} arrived by then"
+        );
+        let payload: usize = media.iter().take(n).map(|m| m.3).sum();
+        assert_eq!(*octets as usize, payload, "octets of the first {n} packets");
+        // The block about the caller's stream: nothing lost.
+        if r.bye.is_empty() {
+            let &(bssrc, lost, highest, _) = r
+                .blocks
+                .first()
+                .expect("no report block about the caller's stream");
+            assert_eq!((bssrc, lost), (SSRC, 0), "at highest {highest}");
+        }
+        // RTP time: the latest packet before the report, run on at 48 kHz to the report.
+        if let Some((at, pts, ..)) = media.iter().rev().find(|m| m.0 <= r.at) {
+            let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * 48_000.0;
+            let off_ms = (*ts as f64 - expect) / 48.0;
+            worst_ts_ms = worst_ts_ms.max(off_ms.abs());
+        }
+    }
+    // 20 ms packets and a scheduler in between: within a packet and a half.
+    assert!(
+        worst_ts_ms < 30.0,
+        "report RTP time {worst_ts_ms:.1} ms off the stream's"
+    );
+    let last = reports.last().unwrap();
+    assert_eq!(last.bye, vec![0xd0d0], "no BYE at the end of the call");
+    assert!(
+        reports.iter().all(|r| r.sr.is_some()),
+        "receiver reports while the gateway was sending"
+    );
+    println!(
+        "own RTCP to an Opus caller hearing a re-encoded PCMU downstream: {} sender reports over 2 s at a 500 ms interval, RTP time within {worst_ts_ms:.1} ms of the Opus stream's, counts those of the {} packets, BYE at the end",
+        sr.len(),
+        media.len()
+    );
 }
 
 /// A downstream that sends no RTCP (a bot or recorder that only listens) would leave the

@@ -691,6 +691,12 @@ impl CallerLeg {
         ))
     }
 
+    /// The figures of a report block about the caller's stream, as of `now_us` (for a sender
+    /// report of the gateway's own to the caller). `None` before the caller's first packet.
+    pub fn caller_report_block(&mut self, now_us: u64) -> Option<super::reception::ReportFigures> {
+        self.reception.report(now_us)
+    }
+
     /// Rewrite an RTCP compound from downstream, in place, for the caller: reports about our
     /// SSRC become reports about the caller's current one. Nothing changes before the
     /// caller's first packet.

@@ -53,7 +53,8 @@ pub enum RtcpError {
 /// the stream and no counts to measure loss against.
 #[derive(Debug, Clone, Copy)]
 pub struct OwnReport<'a> {
-    /// The gateway's SSRC towards downstream.
+    /// The SSRC of the stream reported on (the gateway's towards downstream, or the one it
+    /// re-encodes for the caller).
     pub ssrc: u32,
     /// Wall-clock time of the report, NTP format (see [`ntp_time`]).
     pub ntp: u64,
@@ -65,8 +66,8 @@ pub struct OwnReport<'a> {
     pub octets: u32,
     /// The canonical name of the source (RFC 3550 requires it in every compound).
     pub cname: &'a str,
-    /// A report block about the stream the gateway receives from downstream (the return
-    /// path), as the caller would have sent it.
+    /// A report block about the stream coming the other way (downstream's return stream, as
+    /// the caller would have sent it; or the caller's).
     pub block: Option<super::reception::ReportFigures>,
 }
 
@@ -81,9 +82,9 @@ pub fn ntp_time(since_unix: std::time::Duration) -> u64 {
     (secs << 32) | frac
 }
 
-/// Write `r` into `buf` as a compound: a sender report (no report blocks: the gateway
-/// receives no stream from downstream that it reports on), then an SDES with the CNAME, then
-/// with `bye` a BYE for the SSRC (the stream has ended). Returns its length.
+/// Write `r` into `buf` as a compound: a sender report (with its report block, if any), then
+/// an SDES with the CNAME, then with `bye` a BYE for the SSRC (the stream has ended). Returns
+/// its length.
 pub fn own_report(
     buf: &mut [u8],
     r: &OwnReport<'_>,

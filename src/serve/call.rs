@@ -695,6 +695,9 @@ impl Call {
             self.metrics
                 .return_packets
                 .fetch_add(sent, Ordering::Relaxed);
+            if sent > 0 {
+                self.own_rtcp.return_sent = Some(Instant::now());
+            }
             return;
         }
         if self.socks.caller_rtp.send_to(buf, caller).is_err() {
@@ -940,7 +943,58 @@ impl Call {
             self.own_sender_report(now, sending, back, bye);
         }
         if !recent(self.own_rtcp.down_reported) {
+            #[cfg(feature = "opus")]
+            if self.own_return_report(now, sending, recent(self.own_rtcp.return_sent), bye) {
+                return;
+            }
             self.own_receiver_report(sending, bye);
+        }
+    }
+
+    /// On a call whose caller hears downstream re-encoded (Opus caller, G.711 downstream),
+    /// the gateway is the sender of the stream the caller gets, so with downstream silent on
+    /// RTCP it reports as that sender: a sender report about the re-encoded stream while it
+    /// is `flowing` (or the last one, with `bye`), carrying the block about the caller's
+    /// stream a receiver report would have. Returns whether it took the report's place.
+    #[cfg(feature = "opus")]
+    fn own_return_report(&mut self, now: Instant, sending: bool, flowing: bool, bye: bool) -> bool {
+        let (Some(ret), Some(sent_at), Some(to)) = (
+            self.ret.as_deref(),
+            self.own_rtcp.return_sent,
+            self.caller_rtcp_addr,
+        ) else {
+            return false;
+        };
+        let last_one = bye && self.own_rtcp.return_sr_sent > 0;
+        if !(flowing || last_one) {
+            return false;
+        }
+        let t = self.now_us();
+        let block = if sending {
+            self.leg.caller_report_block(t)
+        } else {
+            None
+        };
+        let since = now.saturating_duration_since(sent_at).as_micros() as u64;
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let ntp = crate::rtp::rtcp::ntp_time(wall);
+        let mut buf = [0u8; 512];
+        match ret.own_report(&mut buf, ntp, since, &self.own_rtcp.cname, block, bye) {
+            Some(Ok(n)) => {
+                send(&self.socks.caller_rtcp, &buf[..n], to, &self.metrics);
+                self.own_rtcp.return_sr_sent += 1;
+                self.metrics
+                    .rtcp_reports_sent
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "own RTCP sender report to the caller not written");
+                true
+            }
+            None => false,
         }
     }
 
@@ -1059,6 +1113,12 @@ struct OwnRtcp {
     sent: u64,
     /// Receiver reports sent to the caller so far.
     rr_sent: u64,
+    /// When the last packet of a return stream the gateway re-encodes went to the caller.
+    #[cfg(feature = "opus")]
+    return_sent: Option<Instant>,
+    /// Sender reports about that stream sent to the caller so far.
+    #[cfg(feature = "opus")]
+    return_sr_sent: u64,
     /// The source's canonical name (SDES CNAME): the gateway and the call id, so a
     /// downstream recorder can tell calls apart. It holds no caller data.
     cname: Box<str>,
@@ -1083,6 +1143,10 @@ impl OwnRtcp {
             down_reported: None,
             sent: 0,
             rr_sent: 0,
+            #[cfg(feature = "opus")]
+            return_sent: None,
+            #[cfg(feature = "opus")]
+            return_sr_sent: 0,
             cname: cname.into(),
             rng: seed | 1,
         };

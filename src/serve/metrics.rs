@@ -37,7 +37,8 @@ pub struct Metrics {
     pub rtcp_packets: AtomicU64,
     /// RTCP compounds that did not validate (relayed as they came, SSRCs not rewritten).
     pub rtcp_invalid: AtomicU64,
-    /// RTCP reports the gateway sent of its own (for callers that send none).
+    /// RTCP sender reports the gateway sent of its own: downstream, for callers that send
+    /// none; callers, about a return stream it re-encodes, when downstream sends none.
     pub rtcp_reports_sent: AtomicU64,
     /// RTCP receiver reports the gateway sent callers of its own (when downstream sends none).
     pub rtcp_receiver_reports_sent: AtomicU64,
@@ -256,7 +257,7 @@ impl Metrics {
         counter(
             &mut s,
             "tonewall_rtcp_reports_sent_total",
-            "RTCP sender reports the gateway sent downstream of its own, for callers that send no RTCP.",
+            "RTCP sender reports the gateway sent of its own: downstream, for callers that send no RTCP; callers, about a return stream it re-encodes, when downstream sends no RTCP.",
             g(&self.rtcp_reports_sent),
         );
         counter(

@@ -48,6 +48,8 @@ pub struct ReturnTranscoder {
     /// Opus packets and payload octets sent to the caller (for downstream's sender reports).
     packets: u32,
     octets: u32,
+    /// Timestamp of the last packet sent to the caller.
+    last_sent: Option<u32>,
 }
 
 impl ReturnTranscoder {
@@ -62,6 +64,36 @@ impl ReturnTranscoder {
             self.packets,
             self.octets,
         )
+    }
+
+    /// A sender report of the gateway's own about the stream it re-encodes for the caller,
+    /// for when downstream sends no RTCP (whose reports [`rewrite_rtcp`](Self::rewrite_rtcp)
+    /// would move onto this stream): its SSRC, wall-clock time `ntp`, the RTP time of that
+    /// instant (the last packet's, run on by `since_us`, the time since it went out, on the
+    /// 48 kHz clock), the Opus packet and octet counts, and `block` about the caller's stream.
+    /// `None` before the first packet went out.
+    pub fn own_report(
+        &self,
+        buf: &mut [u8],
+        ntp: u64,
+        since_us: u64,
+        cname: &str,
+        block: Option<crate::rtp::reception::ReportFigures>,
+        bye: bool,
+    ) -> Option<Result<usize, rtcp_types::RtcpWriteError>> {
+        let last = self.last_sent?;
+        let rate = u64::from(self.ratio) * 8000;
+        let run_on = (since_us.min(3_600_000_000) * rate / 1_000_000) as u32;
+        let r = crate::rtp::rtcp::OwnReport {
+            ssrc: self.ssrc,
+            ntp,
+            rtp_ts: last.wrapping_add(run_on),
+            packets: self.packets,
+            octets: self.octets,
+            cname,
+            block,
+        };
+        Some(crate::rtp::rtcp::own_report(buf, &r, bye))
     }
 
     /// A transcoder for `leg`, if it is an Opus caller with a G.711 downstream leg.
@@ -92,6 +124,7 @@ impl ReturnTranscoder {
             behind: 0,
             packets: 0,
             octets: 0,
+            last_sent: None,
         })
     }
 
@@ -143,6 +176,7 @@ impl ReturnTranscoder {
             caller_pt,
             packets,
             octets,
+            last_sent,
             ..
         } = self;
         let _ = up.push(&self.lin[..n], |y| {
@@ -170,6 +204,7 @@ impl ReturnTranscoder {
                             *seq = seq.wrapping_add(1);
                             *packets = packets.wrapping_add(1);
                             *octets = octets.wrapping_add(len as u32);
+                            *last_sent = Some(at);
                         }
                     }
                     *ts = Some(at.wrapping_add(FRAME as u32));
