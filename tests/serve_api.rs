@@ -37,6 +37,16 @@ fn health_metrics_and_validation() {
         ),
         (r#"{"downstream":"127.0.0.1:9","call_id":"a b"}"#, "call_id"),
         (r#"{"downstream":"nowhere"}"#, "address"),
+        (r#"{"downstream":"0.0.0.0:4000"}"#, "unspecified downstream"),
+        (r#"{"downstream":"127.0.0.1:0"}"#, "downstream port 0"),
+        (
+            r#"{"downstream":"255.255.255.255:4000"}"#,
+            "broadcast downstream",
+        ),
+        (
+            r#"{"downstream":"[::1]:4000"}"#,
+            "IPv6 downstream, IPv4 media",
+        ),
         (r#"{"downstream":"127.0.0.1:9","bogus":1}"#, "unknown field"),
     ] {
         let (code, body) = gw.http("POST", "/v1/calls", Some(req));
@@ -49,6 +59,14 @@ fn health_metrics_and_validation() {
     let body = r#"{"downstream":"127.0.0.1:9","call_id":"dup-1"}"#;
     assert_eq!(gw.http("POST", "/v1/calls", Some(body)).0, 201);
     assert_eq!(gw.http("POST", "/v1/calls", Some(body)).0, 409);
+    // An update is held to the same rules as a new call.
+    for req in [
+        r#"{"downstream":"0.0.0.0:4000"}"#,
+        r#"{"downstream":"[::1]:4000"}"#,
+    ] {
+        let (code, body) = gw.http("PATCH", "/v1/calls/dup-1", Some(req));
+        assert_eq!(code, 400, "{req}: {body}");
+    }
     let list = gw.json("GET", "/v1/calls", None);
     assert_eq!(list, serde_json::json!(["dup-1"]));
     let m = gw.http("GET", "/metrics", None).1;

@@ -602,6 +602,198 @@ fn socket_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
     }
 }
 
+/// Only the call's peers are heard. The caller's side latches onto the first source;
+/// downstream's side takes RTP and RTCP only from the host the call sends to, latching the
+/// first RTP source there. An intruder on another host (127.0.0.2) who sends audio or an
+/// RTCP BYE to the gateway's downstream ports reaches neither the caller nor the recording,
+/// nor does a second source on downstream's host once the first is latched; each dropped
+/// datagram is counted.
+#[test]
+fn packets_from_anyone_but_the_calls_peers_are_dropped() {
+    use std::net::UdpSocket;
+    let gw = Gateway::start("relay-foreign", "");
+    let RtcpCall {
+        id,
+        caller,
+        caller_rtcp: _,
+        down,
+        gw_down_rtcp,
+        down_rtp,
+        down_rtcp: _,
+    } = rtcp_call(&gw);
+    let (phone, phone_rtcp) = socket_pair();
+    for s in [&phone, &phone_rtcp, &down_rtp] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    let intruder = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2 is loopback too");
+    let second = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut buf = [0u8; 2048];
+    let mut drain = |s: &UdpSocket| {
+        let mut got = Vec::new();
+        while let Ok(n) = s.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        got
+    };
+    // The caller's first packets latch it; downstream hears them.
+    for k in 0..10u16 {
+        let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
+        phone.send_to(&p, caller).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let heard_down = drain(&down_rtp);
+    assert!(!heard_down.is_empty(), "downstream heard nothing");
+    // The intruder, as caller: ignored.
+    intruder
+        .send_to(&build(0, 10, 1600, 0x0bad, false, &[0x00; 160]), caller)
+        .unwrap();
+    // The intruder, as downstream: audio and a BYE, both ignored.
+    intruder
+        .send_to(&build(0, 0, 0, 0x0bad, true, &[0x00; 160]), down)
+        .unwrap();
+    let bye = {
+        use rtcp_types::{Bye, Compound, RtcpPacketWriterExt};
+        let mut b = vec![0u8; 64];
+        let n = Compound::builder()
+            .add_packet(Bye::builder().add_source(0x0bad))
+            .write_into(&mut b)
+            .unwrap();
+        b.truncate(n);
+        b
+    };
+    intruder.send_to(&bye, gw_down_rtcp).unwrap();
+    // Downstream itself answers from its own socket (latched), then a second socket on the
+    // same host tries.
+    for j in 0..5u16 {
+        let p = build(0, j, u32::from(j) * 160, 0xd0d0, j == 0, &[0x7f; 160]);
+        down_rtp.send_to(&p, down).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second
+        .send_to(&build(0, 0, 0, 0x5ec0, true, &[0x00; 160]), down)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let heard = drain(&phone);
+    let ssrcs: Vec<u32> = heard.iter().map(|p| parse(p).ssrc).collect();
+    assert_eq!(
+        ssrcs,
+        vec![0xd0d0; 5],
+        "the caller heard something other than downstream"
+    );
+    assert!(
+        drain(&down_rtp).iter().all(|p| parse(p).ssrc != 0x0bad),
+        "the intruder's packet reached downstream"
+    );
+    // (The gateway's own reports may reach the caller; the intruder's BYE must not.)
+    let byes: Vec<u32> = drain(&phone_rtcp)
+        .iter()
+        .flat_map(|c| {
+            rtcp_types::Compound::parse(c)
+                .unwrap()
+                .filter_map(|p| match p {
+                    Ok(rtcp_types::Packet::Bye(b)) => Some(b.ssrcs().collect::<Vec<_>>()),
+                    _ => None,
+                })
+                .flatten()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        !byes.contains(&0x0bad),
+        "the intruder's RTCP reached the caller"
+    );
+    let metrics = gw.http("GET", "/metrics", None).1;
+    let foreign: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tonewall_foreign_packets_total "))
+        .expect("no foreign-packet counter")
+        .parse()
+        .unwrap();
+    assert_eq!(foreign, 4, "dropped datagrams counted");
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["return_packets"], 5, "{end}");
+    println!("foreign packets: 4 dropped and counted (intruder as caller, as downstream RTP and RTCP, a second source on downstream's host); the caller heard downstream's 5 packets only");
+}
+
+/// A re-INVITE that moves downstream (`PATCH /v1/calls/{id}`): the caller's masked audio
+/// goes to the new address from then on, downstream's media is taken from the new host
+/// (its first source there latched anew), and the old one is no longer heard.
+#[test]
+fn an_update_moves_downstream_and_who_is_heard_from_there() {
+    use std::net::UdpSocket;
+    let gw = Gateway::start("relay-update", "");
+    let RtcpCall {
+        id,
+        caller,
+        down,
+        down_rtp: old,
+        ..
+    } = rtcp_call(&gw);
+    let (phone, _phone_rtcp) = socket_pair();
+    let new = UdpSocket::bind("127.0.0.2:0").expect("127.0.0.2 is loopback too");
+    for s in [&phone, &old, &new] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let mut count = |s: &UdpSocket| {
+        let mut n = 0;
+        while s.recv(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    };
+    let send_caller = |from: u16, to: u16| {
+        for k in from..to {
+            let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
+            phone.send_to(&p, caller).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    send_caller(0, 10);
+    let before = count(&old);
+    assert!(before >= 5, "{before} packets at the first downstream");
+    let upd = gw.json(
+        "PATCH",
+        &format!("/v1/calls/{id}"),
+        Some(&format!(
+            r#"{{"downstream":"{}"}}"#,
+            new.local_addr().unwrap()
+        )),
+    );
+    assert_eq!(
+        upd["downstream"],
+        new.local_addr().unwrap().to_string(),
+        "{upd}"
+    );
+    send_caller(10, 20);
+    assert!(count(&new) >= 5, "the new downstream got too little");
+    assert!(count(&old) <= 2, "the old downstream still gets the call");
+    // Back from both: only the new one reaches the caller.
+    for j in 0..3u16 {
+        old.send_to(
+            &build(0, j, u32::from(j) * 160, 0x01d0, j == 0, &[0x7f; 160]),
+            down,
+        )
+        .unwrap();
+        new.send_to(
+            &build(0, j, u32::from(j) * 160, 0x0e30, j == 0, &[0x7f; 160]),
+            down,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let mut ssrcs = Vec::new();
+    while let Ok(n) = phone.recv(&mut buf) {
+        ssrcs.push(parse(&buf[..n]).ssrc);
+    }
+    assert_eq!(ssrcs, vec![0x0e30; 3], "what the caller heard");
+    gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    println!("update: {before} packets to the first downstream, then the new one; the caller hears only the new one back");
+}
+
 /// RTCP both ways through the gateway with plain sockets on each side: the caller's
 /// receiver report reaches downstream from the gateway's SSRC, and downstream's report
 /// about the gateway's stream reaches the caller about the caller's own SSRC (so the
@@ -1408,14 +1600,17 @@ fn an_opus_caller_hears_a_pcmu_downstream_as_opus() {
         phone_rtcp
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
-        // The gateway's own receiver reports about the caller's stream may come first
-        // (downstream sent none before): skip them.
+        // The gateway's own reports to the caller may come first (downstream sent none
+        // before): receiver reports, or sender reports about the stream it re-encodes, with
+        // the wall-clock time of now. Skip them: downstream's carries NTP time 1000 s.
         let sr = loop {
             let n = phone_rtcp
                 .recv(&mut buf)
                 .expect("no sender report at the caller");
             if let Some(Ok(Packet::Sr(sr))) = Compound::parse(&buf[..n]).unwrap().next() {
-                break sr;
+                if sr.ntp_timestamp() >> 32 == 1000 {
+                    break sr;
+                }
             }
         };
         let octets: usize = heard.iter().map(|p| p.payload.len()).sum();

@@ -351,6 +351,7 @@ pub(super) fn start_call(
             format!("c{t:x}-{n}").into()
         }
     };
+    check_downstream(req.downstream, cfg.server.rtp_address)?;
     let (codec, default_pt) = parse_codec(req.codec.as_deref().unwrap_or("pcmu"))?;
     let rate = req
         .rate
@@ -623,11 +624,38 @@ async fn update_call(
 ) -> Result<Json<CallStatus>, ApiError> {
     let (ctrl, _) = st.entry(&id).ok_or_else(not_found)?;
     if let Some(a) = req.downstream {
+        check_downstream(a, st.cfg.server.rtp_address)?;
         ctrl.send(Control::SetDownstream(a))
             .await
             .map_err(|_| not_found())?;
     }
     ask(&st, &id, Control::Status).await.map(Json)
+}
+
+/// A downstream address the call's sockets can send to: a port, a host (not 0.0.0.0 or
+/// `::`, which the kernel would quietly turn into this machine), not a broadcast, and the
+/// address family of the gateway's media sockets (`rtp_address`).
+fn check_downstream(a: SocketAddr, media: std::net::IpAddr) -> Result<(), ApiError> {
+    if a.port() == 0 {
+        return Err(bad("downstream: port 0"));
+    }
+    if a.ip().is_unspecified() {
+        return Err(bad(
+            "downstream: an unspecified address (0.0.0.0 or ::) is no host",
+        ));
+    }
+    if let std::net::IpAddr::V4(v4) = a.ip() {
+        if v4.is_broadcast() {
+            return Err(bad("downstream: a broadcast address"));
+        }
+    }
+    if a.is_ipv4() != media.is_ipv4() {
+        return Err(bad(format!(
+            "downstream: {} address, but media sockets are bound to {media} (server.rtp_address)",
+            if a.is_ipv4() { "an IPv4" } else { "an IPv6" }
+        )));
+    }
+    Ok(())
 }
 
 async fn end_call(

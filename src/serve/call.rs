@@ -494,6 +494,8 @@ pub struct Call {
     down_reception: crate::rtp::reception::Reception,
     /// When the latest packet from downstream arrived.
     last_down: Option<Instant>,
+    /// The address downstream's RTP comes from (latched on its first packet).
+    down_source: Option<SocketAddr>,
     /// The return path of an Opus caller whose downstream leg is G.711: back to Opus.
     #[cfg(feature = "opus")]
     ret: Option<Box<super::return_leg::ReturnTranscoder>>,
@@ -550,6 +552,7 @@ impl Call {
             own_rtcp: OwnRtcp::new(&spec_id, spec_rtcp, now),
             down_reception: crate::rtp::reception::Reception::new(down_rate),
             last_down: None,
+            down_source: None,
             down_anchor: None,
             down_dec,
             #[cfg(feature = "opus")]
@@ -621,10 +624,43 @@ impl Call {
                 self.caller_addr = Some(from);
                 self.caller_rtcp_addr.get_or_insert(next_port(from));
             }
-            Some(a) if a != from => return,
+            Some(a) if a != from => {
+                self.foreign();
+                return;
+            }
             Some(_) => {}
         }
         self.on_caller_packet(buf);
+    }
+
+    /// A datagram from an address that is not the peer on its side was dropped.
+    fn foreign(&self) {
+        self.metrics.foreign_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Is `from` downstream? Its media and reports come from the host the call sends to:
+    /// anything from elsewhere would be injected into what the caller hears and into the
+    /// recording. On that host the first RTP source is latched, as on the caller's side
+    /// (an endpoint may send from another port than it receives on, but from one).
+    fn is_downstream(&mut self, from: SocketAddr, rtp: bool) -> bool {
+        if from.ip() != self.spec.downstream.ip() {
+            self.foreign();
+            return false;
+        }
+        if !rtp {
+            return true;
+        }
+        match self.down_source {
+            None => {
+                self.down_source = Some(from);
+                true
+            }
+            Some(a) if a == from => true,
+            Some(_) => {
+                self.foreign();
+                false
+            }
+        }
     }
 
     /// A caller packet from the in-process transport: already authenticated by it (DTLS-SRTP),
@@ -740,6 +776,7 @@ impl Call {
 impl Call {
     fn on_caller_rtcp(&mut self, buf: &mut [u8], from: SocketAddr) {
         if self.caller_addr.is_some_and(|a| a.ip() != from.ip()) {
+            self.foreign();
             return;
         }
         self.caller_rtcp_addr = Some(from);
@@ -818,7 +855,11 @@ impl Call {
                 self.flush_packets();
                 let _ = reply.send(self.leg.capture_open());
             }
-            Control::SetDownstream(a) => self.spec.downstream = a,
+            Control::SetDownstream(a) => {
+                // A re-INVITE moved downstream: its media now comes from the new address.
+                self.spec.downstream = a;
+                self.down_source = None;
+            }
             Control::Status(reply) => {
                 self.account();
                 let _ = reply.send(self.status(None));
@@ -852,10 +893,18 @@ impl Call {
                     let b = &mut buf[..n];
                     match port {
                         Port::CallerRtp => self.on_caller_rtp(b, from),
-                        Port::DownRtp => self.on_down_rtp(b),
+                        Port::DownRtp => {
+                            if self.is_downstream(from, true) {
+                                self.on_down_rtp(b)
+                            }
+                        }
                         // RTCP is rewritten in the read buffer itself.
                         Port::CallerRtcp => self.on_caller_rtcp(b, from),
-                        Port::DownRtcp => self.on_down_rtcp(b),
+                        Port::DownRtcp => {
+                            if self.is_downstream(from, false) {
+                                self.on_down_rtcp(b)
+                            }
+                        }
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,

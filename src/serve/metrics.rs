@@ -35,6 +35,9 @@ pub struct Metrics {
     pub return_packets: AtomicU64,
     /// RTCP packets relayed (both directions).
     pub rtcp_packets: AtomicU64,
+    /// Datagrams dropped because they came from an address that is not the call's peer on
+    /// that side (injected or stray traffic).
+    pub foreign_packets: AtomicU64,
     /// RTCP compounds that did not validate (relayed as they came, SSRCs not rewritten).
     pub rtcp_invalid: AtomicU64,
     /// RTCP sender reports the gateway sent of its own: downstream, for callers that send
@@ -205,6 +208,12 @@ impl Metrics {
             "tonewall_calls_refused_total",
             "Call requests refused.",
             g(&self.calls_refused),
+        );
+        counter(
+            &mut s,
+            "tonewall_foreign_packets_total",
+            "RTP and RTCP datagrams dropped because they came from an address that is not the call's peer on that side.",
+            g(&self.foreign_packets),
         );
         counter(
             &mut s,
