@@ -602,9 +602,9 @@ fn socket_pair() -> (std::net::UdpSocket, std::net::UdpSocket) {
     }
 }
 
-/// Only the call's peers are heard. The caller's side latches onto the first source;
-/// downstream's side takes RTP and RTCP only from the host the call sends to, latching the
-/// first RTP source there. An intruder on another host (127.0.0.2) who sends audio or an
+/// Only the call's peers are heard. The caller's side latches onto the first RTP source
+/// and takes RTCP only from its host once it has; downstream's side takes RTP and RTCP only
+/// from the host the call sends to, latching the first RTP source there. An intruder on another host (127.0.0.2) who sends audio or an
 /// RTCP BYE to the gateway's downstream ports reaches neither the caller nor the recording,
 /// nor does a second source on downstream's host once the first is latched; each dropped
 /// datagram is counted.
@@ -615,14 +615,14 @@ fn packets_from_anyone_but_the_calls_peers_are_dropped() {
     let RtcpCall {
         id,
         caller,
-        caller_rtcp: _,
+        caller_rtcp,
         down,
         gw_down_rtcp,
         down_rtp,
-        down_rtcp: _,
+        down_rtcp,
     } = rtcp_call(&gw);
     let (phone, phone_rtcp) = socket_pair();
-    for s in [&phone, &phone_rtcp, &down_rtp] {
+    for s in [&phone, &phone_rtcp, &down_rtp, &down_rtcp] {
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
     }
@@ -636,6 +636,20 @@ fn packets_from_anyone_but_the_calls_peers_are_dropped() {
         }
         got
     };
+    let rr = |ssrc: u32| {
+        use rtcp_types::{Compound, ReceiverReport, RtcpPacketWriterExt};
+        let mut b = vec![0u8; 64];
+        let n = Compound::builder()
+            .add_packet(ReceiverReport::builder(ssrc))
+            .write_into(&mut b)
+            .unwrap();
+        b.truncate(n);
+        b
+    };
+    // Before the caller's first RTP, the intruder's RTCP to the caller's side: it would
+    // have become the caller's RTCP address.
+    intruder.send_to(&rr(0x0bad), caller_rtcp).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
     // The caller's first packets latch it; downstream hears them.
     for k in 0..10u16 {
         let p = build(0, k, u32::from(k) * 160, SSRC, k == 0, &[0xff; 160]);
@@ -703,6 +717,19 @@ fn packets_from_anyone_but_the_calls_peers_are_dropped() {
         !byes.contains(&0x0bad),
         "the intruder's RTCP reached the caller"
     );
+    // Downstream's own report reaches the caller's RTCP port, not the intruder.
+    down_rtcp.send_to(&rr(0xd0d0), gw_down_rtcp).unwrap();
+    assert!(
+        phone_rtcp.recv(&mut [0u8; 512]).is_ok(),
+        "downstream's report did not reach the caller"
+    );
+    intruder
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(
+        intruder.recv(&mut [0u8; 512]).is_err(),
+        "the intruder got the call's RTCP"
+    );
     let metrics = gw.http("GET", "/metrics", None).1;
     let foreign: u64 = metrics
         .lines()
@@ -710,10 +737,10 @@ fn packets_from_anyone_but_the_calls_peers_are_dropped() {
         .expect("no foreign-packet counter")
         .parse()
         .unwrap();
-    assert_eq!(foreign, 4, "dropped datagrams counted");
+    assert_eq!(foreign, 5, "dropped datagrams counted");
     let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
     assert_eq!(end["return_packets"], 5, "{end}");
-    println!("foreign packets: 4 dropped and counted (intruder as caller, as downstream RTP and RTCP, a second source on downstream's host); the caller heard downstream's 5 packets only");
+    println!("foreign packets: 5 dropped and counted (intruder's RTCP before the caller's first packet, intruder as caller, as downstream RTP and RTCP, a second source on downstream's host); the caller heard downstream's 5 packets only and got downstream's RTCP");
 }
 
 /// A re-INVITE that moves downstream (`PATCH /v1/calls/{id}`): the caller's masked audio

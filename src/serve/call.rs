@@ -775,7 +775,10 @@ impl Call {
 
 impl Call {
     fn on_caller_rtcp(&mut self, buf: &mut [u8], from: SocketAddr) {
-        if self.caller_addr.is_some_and(|a| a.ip() != from.ip()) {
+        // The caller's RTCP comes from the caller's host, and only once its RTP has told us
+        // who the caller is: before that anyone could make us relay reports (a BYE) to
+        // downstream, or latch the caller's RTCP address onto themselves.
+        if self.caller_addr.is_none_or(|a| a.ip() != from.ip()) {
             self.foreign();
             return;
         }
