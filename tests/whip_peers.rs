@@ -313,6 +313,25 @@ fn bad_offers_are_refused() {
         400
     );
     assert_eq!(gw.http("DELETE", "/v1/whip/none", None).0, 404);
+    // No trickle ICE or ICE restart: RFC 9725 asks for 405 to any PATCH of a session URL,
+    // and the Allow header says what is.
+    let candidate = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let (code, head, _) = gateway::http_full(
+        gw.api,
+        "PATCH",
+        "/v1/whip/none",
+        "application/trickle-ice-sdpfrag",
+        Some(candidate),
+        None,
+    );
+    assert_eq!(code, 405);
+    let allow = gateway::header(&head, "allow")
+        .unwrap_or_default()
+        .to_uppercase();
+    assert!(
+        allow.contains("DELETE") && !allow.contains("PATCH"),
+        "Allow: {allow}"
+    );
     let (code, head, _) =
         gateway::http_full(gw.api, "OPTIONS", "/v1/whip", "text/plain", None, None);
     assert_eq!(code, 204);
