@@ -957,8 +957,8 @@ fn rtcp_call(gw: &Gateway) -> RtcpCall {
 /// What one RTCP compound that reached downstream held, and when it arrived.
 struct SeenRtcp {
     at: std::time::Instant,
-    /// (SSRC, NTP, RTP timestamp, packets, octets) of its sender report.
-    sr: Option<(u32, u64, u32, u32, u32)>,
+    /// Its sender report.
+    sr: Option<SrFields>,
     cname: Option<String>,
     bye: Vec<u32>,
     /// Report blocks of the sender report: (SSRC, cumulative lost, extended highest, LSR).
@@ -967,6 +967,9 @@ struct SeenRtcp {
 
 /// One RTP packet as an end saw it: arrival, timestamp, SSRC, payload octets.
 type SeenRtp = (std::time::Instant, u32, u32, usize);
+
+/// A sender report's (SSRC, NTP time, RTP time, packets, octets).
+type SrFields = (u32, u64, u32, u32, u32);
 
 /// Collect one end's RTP and RTCP on the two sockets until `until` passes.
 fn collect_rtp_and_rtcp(
@@ -1038,6 +1041,47 @@ fn collect_rtp_and_rtcp(
         }
     }
     (media, reports)
+}
+
+/// The checks every sender report of the gateway's own must pass, whichever end gets it:
+/// about stream `ssrc`, a CNAME naming call `id`, a packet count of what had arrived by then
+/// (one may cross the report in flight), and an RTP time that is the latest packet's run on
+/// at `clock_hz` to the report's arrival (not for a report with a BYE: hanging up flushes the
+/// look-ahead's last packet at that moment, not at its media time). Returns how far off the
+/// RTP times were at worst, ms.
+fn check_own_sender_reports(
+    sr: &[(&SeenRtcp, SrFields)],
+    media: &[SeenRtp],
+    ssrc: u32,
+    id: &str,
+    clock_hz: f64,
+) -> f64 {
+    let mut worst_ms: f64 = 0.0;
+    for (r, (s, _, ts, packets, _)) in sr {
+        assert_eq!(*s, ssrc, "the report is about another stream");
+        assert!(
+            r.cname.as_deref().is_some_and(|c| c.contains(id)),
+            "no CNAME naming the call: {:?}",
+            r.cname
+        );
+        let got = media.iter().filter(|m| m.0 <= r.at).count() as u32;
+        assert!(
+            *packets <= got + 1 && *packets + 2 >= got,
+            "report counts {packets} packets, {got} arrived by then"
+        );
+        let last_media = media.iter().rev().find(|m| m.0 <= r.at);
+        if let (Some((at, pts, ..)), true) = (last_media, r.bye.is_empty()) {
+            let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * clock_hz;
+            let off_ms = (*ts as f64 - expect) * 1000.0 / clock_hz;
+            worst_ms = worst_ms.max(off_ms.abs());
+        }
+    }
+    // 20 ms packets and a scheduler in between: within a packet and a half.
+    assert!(
+        worst_ms < 30.0,
+        "report RTP time {worst_ms:.1} ms off the stream's"
+    );
+    worst_ms
 }
 
 /// A caller that sends no RTCP (a softphone with RTCP off; a WebRTC publisher, whose RTCP
@@ -1164,23 +1208,8 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
         // Interval 500 ms randomised to 250 to 750 ms, the first after half that: over 2 s of
         // media at least 3, plus the final one with the BYE.
         assert!(sr.len() >= 3, "{} own sender reports downstream", sr.len());
-        let mut worst_ts_ms: f64 = 0.0;
-        for (r, (ssrc, ntp, ts, packets, octets)) in &sr {
-            assert_eq!(
-                *ssrc, ours,
-                "the report is about the stream downstream receives"
-            );
-            assert!(
-                r.cname.as_deref().is_some_and(|c| c.contains(&id)),
-                "no CNAME naming the call: {:?}",
-                r.cname
-            );
-            // Counts: what was sent by then (a packet may cross the report in flight).
-            let got = media.iter().filter(|m| m.0 <= r.at).count() as u32;
-            assert!(
-                *packets <= got + 1 && *packets + 2 >= got,
-                "report counts {packets} packets, {got} arrived by then"
-            );
+        let worst_ts_ms = check_own_sender_reports(&sr, &media, ours, &id, 8000.0);
+        for (r, (_, ntp, _, packets, octets)) in &sr {
             assert_eq!(*octets, packets * 160);
             // The block about downstream's stream back: its loss, highest and last report.
             let &(bssrc, lost, highest, lsr) = r
@@ -1196,21 +1225,7 @@ fn a_caller_without_rtcp_gets_sender_reports_of_the_gateways_own() {
                 (ntp_secs(*ntp) - wall).abs() < 0.5,
                 "NTP time off the wall clock"
             );
-            // RTP time: the latest packet before the report, run on at 8 kHz to the report.
-            // (Not for the last report: hanging up flushes the look-ahead's last packet at
-            // that moment, not at its media time.)
-            let last_media = media.iter().rev().find(|m| m.0 <= r.at);
-            if let (Some((at, pts, ..)), true) = (last_media, r.bye.is_empty()) {
-                let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * 8000.0;
-                let off_ms = (*ts as f64 - expect) / 8.0;
-                worst_ts_ms = worst_ts_ms.max(off_ms.abs());
-            }
         }
-        // 20 ms packets and a scheduler in between: within a packet and a half.
-        assert!(
-            worst_ts_ms < 30.0,
-            "report RTP time {worst_ts_ms:.1} ms off the stream's"
-        );
         // Consecutive reports advance their RTP time at 8 kHz of NTP time.
         let pairs: Vec<f64> = sr
             .windows(2)
@@ -1330,25 +1345,10 @@ fn an_opus_caller_gets_sender_reports_about_the_stream_the_gateway_reencodes() {
         .collect();
     // 500 ms randomised to 250 to 750 ms over the 1.9 s the stream flows: at least 2.
     assert!(sr.len() >= 2, "{} sender reports at the caller", sr.len());
-    let mut worst_ts_ms: f64 = 0.0;
-    for (r, (ssrc, _ntp, ts, packets, octets)) in &sr {
-        assert_eq!(
-            *ssrc, 0xd0d0,
-            "the report is about the stream the caller hears"
-        );
-        assert!(
-            r.cname.as_deref().is_some_and(|c| c.contains(&id)),
-            "no CNAME naming the call: {:?}",
-            r.cname
-        );
-        // Counts: the Opus packets sent by then (one may cross the report in flight), and
-        // exactly their payload octets.
-        let got = media.iter().filter(|m| m.0 <= r.at).count();
+    let worst_ts_ms = check_own_sender_reports(&sr, &media, 0xd0d0, &id, 48_000.0);
+    for (r, (_, _, _, packets, octets)) in &sr {
+        // Exactly the payload octets of the Opus packets counted.
         let n = *packets as usize;
-        assert!(
-            n <= got + 1 && n + 2 >= got,
-            "report counts {n} packets, {got} arrived by then"
-        );
         let payload: usize = media.iter().take(n).map(|m| m.3).sum();
         assert_eq!(*octets as usize, payload, "octets of the first {n} packets");
         // The block about the caller's stream: nothing lost.
@@ -1359,18 +1359,7 @@ fn an_opus_caller_gets_sender_reports_about_the_stream_the_gateway_reencodes() {
                 .expect("no report block about the caller's stream");
             assert_eq!((bssrc, lost), (SSRC, 0), "at highest {highest}");
         }
-        // RTP time: the latest packet before the report, run on at 48 kHz to the report.
-        if let Some((at, pts, ..)) = media.iter().rev().find(|m| m.0 <= r.at) {
-            let expect = *pts as f64 + r.at.duration_since(*at).as_secs_f64() * 48_000.0;
-            let off_ms = (*ts as f64 - expect) / 48.0;
-            worst_ts_ms = worst_ts_ms.max(off_ms.abs());
-        }
     }
-    // 20 ms packets and a scheduler in between: within a packet and a half.
-    assert!(
-        worst_ts_ms < 30.0,
-        "report RTP time {worst_ts_ms:.1} ms off the stream's"
-    );
     let last = reports.last().unwrap();
     assert_eq!(last.bye, vec![0xd0d0], "no BYE at the end of the call");
     assert!(

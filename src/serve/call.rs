@@ -1028,12 +1028,8 @@ impl Call {
             None
         };
         let since = now.saturating_duration_since(sent_at).as_micros() as u64;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let ntp = crate::rtp::rtcp::ntp_time(wall);
         let mut buf = [0u8; 512];
-        match ret.own_report(&mut buf, ntp, since, &self.own_rtcp.cname, block, bye) {
+        match ret.own_report(&mut buf, ntp_now(), since, &self.own_rtcp.cname, block, bye) {
             Some(Ok(n)) => {
                 send(&self.socks.caller_rtcp, &buf[..n], to, &self.metrics);
                 self.own_rtcp.return_sr_sent += 1;
@@ -1086,10 +1082,7 @@ impl Call {
             return;
         }
         let since = now.saturating_duration_since(self.last_caller).as_micros() as u64;
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let ntp = crate::rtp::rtcp::ntp_time(wall);
+        let ntp = ntp_now();
         let mut buf = [0u8; 512];
         // Downstream's stream back, reported as the caller would have.
         let block = if back {
@@ -1367,6 +1360,14 @@ pub fn bind_pair(
 
 /// Channel id of the caller leg (one masked channel per call).
 pub const CALLER_CHANNEL: ChannelId = ChannelId(0);
+
+/// The wall-clock time now in NTP format, for the gateway's own sender reports.
+fn ntp_now() -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::rtp::rtcp::ntp_time(wall)
+}
 
 #[cfg(test)]
 mod tests {
