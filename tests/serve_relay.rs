@@ -821,6 +821,140 @@ fn an_update_moves_downstream_and_who_is_heard_from_there() {
     println!("update: {before} packets to the first downstream, then the new one; the caller hears only the new one back");
 }
 
+/// RTCP multiplexed on the RTP port (RFC 5761, SDP `a=rtcp-mux`), as many SBCs and WebRTC
+/// gateways send it: a caller that multiplexes has its reports rewritten and relayed to
+/// downstream's RTCP port, never taken for audio, and gets downstream's reports back on
+/// its RTP port from the gateway's; a downstream that multiplexes (`downstream_rtcp_mux`)
+/// gets the caller's reports on its RTP port and has its own taken from the gateway's RTP
+/// port.
+#[test]
+fn rtcp_multiplexed_on_the_rtp_port_is_relayed_both_ways() {
+    use rtcp_types::{
+        Compound, Packet, ReceiverReport, ReportBlock, RtcpPacketWriterExt, SenderReport,
+    };
+    use std::net::UdpSocket;
+    let gw = Gateway::start("relay-rtcp-mux", "[server]\nrtcp_report_interval_ms = 0\n");
+    let sr = |k: u32| {
+        let mut b = vec![0u8; 128];
+        let n = Compound::builder()
+            .add_packet(
+                SenderReport::builder(SSRC)
+                    .ntp_timestamp(1000 << 32)
+                    .rtp_timestamp(k * 160)
+                    .packet_count(k + 1)
+                    .octet_count((k + 1) * 160),
+            )
+            .write_into(&mut b)
+            .unwrap();
+        b.truncate(n);
+        b
+    };
+    let rr = |about: u32| {
+        let mut b = vec![0u8; 128];
+        let n = Compound::builder()
+            .add_packet(
+                ReceiverReport::builder(0xd0d0)
+                    .add_report_block(ReportBlock::builder(about).cumulative_lost(7)),
+            )
+            .write_into(&mut b)
+            .unwrap();
+        b.truncate(n);
+        b
+    };
+    let is_rtcp = |b: &[u8]| b.len() >= 8 && (192..=223).contains(&b[1]);
+    // Everything one socket got within 300 ms: (RTP packets' SSRCs, RTCP compounds).
+    let take = |s: &UdpSocket| {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let (mut rtp, mut rtcp) = (Vec::new(), Vec::new());
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = s.recv(&mut buf) {
+            if is_rtcp(&buf[..n]) {
+                rtcp.push(buf[..n].to_vec());
+            } else {
+                rtp.push(parse(&buf[..n]));
+            }
+        }
+        (rtp, rtcp)
+    };
+    // (sender SSRC, report-block SSRCs) of a compound's first report.
+    let report = |c: &[u8]| match Compound::parse(c).unwrap().next() {
+        Some(Ok(Packet::Sr(r))) => (r.ssrc(), r.report_blocks().map(|b| b.ssrc()).collect()),
+        Some(Ok(Packet::Rr(r))) => (r.ssrc(), r.report_blocks().map(|b| b.ssrc()).collect()),
+        _ => (0, Vec::<u32>::new()),
+    };
+    for down_mux in [false, true] {
+        let (down_rtp, down_rtcp) = socket_pair();
+        let created = gw.json(
+            "POST",
+            "/v1/calls",
+            Some(&format!(
+                r#"{{"downstream":"{}","rtcp_mux":{},"downstream_rtcp_mux":{down_mux}}}"#,
+                down_rtp.local_addr().unwrap(),
+                !down_mux
+            )),
+        );
+        let addr =
+            |k: &str| -> std::net::SocketAddr { created[k].as_str().unwrap().parse().unwrap() };
+        let (caller, caller_rtcp, down) = (
+            addr("caller_rtp"),
+            addr("caller_rtcp"),
+            addr("downstream_rtp"),
+        );
+        let (phone, phone_rtcp) = socket_pair();
+        // The caller multiplexes in the first round, downstream in the second.
+        let caller_mux = !down_mux;
+        for k in 0..10u32 {
+            let p = build(0, k as u16, k * 160, SSRC, k == 0, &[0xff; 160]);
+            phone.send_to(&p, caller).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if caller_mux {
+            phone.send_to(&sr(9), caller).unwrap();
+        } else {
+            phone_rtcp.send_to(&sr(9), caller_rtcp).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let (down_media, mut down_reports) = take(&down_rtp);
+        if !down_mux {
+            assert!(
+                down_reports.is_empty(),
+                "RTCP on a plain downstream's RTP port"
+            );
+            down_reports = take(&down_rtcp).1;
+        }
+        assert_eq!(down_media.len(), 10, "downstream's audio packets");
+        let ours = down_media[0].ssrc;
+        assert!(down_media.iter().all(|p| p.pt == 0), "RTCP taken for audio");
+        assert_eq!(
+            down_reports.iter().map(|c| report(c).0).collect::<Vec<_>>(),
+            vec![ours],
+            "the caller's report at downstream (mux {down_mux})"
+        );
+        // Downstream's report about our stream, back to the caller about its own.
+        let gw_down_rtcp = std::net::SocketAddr::new(down.ip(), down.port() + 1);
+        if down_mux {
+            down_rtp.send_to(&rr(ours), down).unwrap();
+        } else {
+            down_rtcp.send_to(&rr(ours), gw_down_rtcp).unwrap();
+        }
+        let (back_media, back_reports) = if caller_mux {
+            take(&phone)
+        } else {
+            take(&phone_rtcp)
+        };
+        assert!(back_media.is_empty());
+        assert_eq!(
+            back_reports.iter().map(|c| report(c)).collect::<Vec<_>>(),
+            vec![(0xd0d0, vec![SSRC])],
+            "downstream's report at the caller (caller mux {caller_mux})"
+        );
+        let id = created["call_id"].as_str().unwrap();
+        gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    }
+    println!("rtcp-mux: a multiplexing caller's report reached downstream's RTCP port and downstream's came back on the caller's RTP port; a multiplexing downstream the same way round");
+}
+
 /// RTCP both ways through the gateway with plain sockets on each side: the caller's
 /// receiver report reaches downstream from the gateway's SSRC, and downstream's report
 /// about the gateway's stream reaches the caller about the caller's own SSRC (so the

@@ -225,10 +225,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct CreateCall {
     /// Call id (letters, digits, `-`, `_`, `.`; up to 64); generated when absent.
     pub call_id: Option<String>,
-    /// Where masked RTP goes (RTCP to the next port).
+    /// Where masked RTP goes (RTCP to the next port, or to the same one with
+    /// `downstream_rtcp_mux`).
     pub downstream: SocketAddr,
     /// The caller's RTP address, if known; otherwise the first packet's source is latched.
     pub caller: Option<SocketAddr>,
+    /// The caller multiplexes RTCP on its RTP port (RFC 5761, SDP `a=rtcp-mux`). Learned
+    /// anyway from the caller's first RTCP on the RTP port; saying so lets the gateway's own
+    /// reports go there before.
+    #[serde(default)]
+    pub rtcp_mux: bool,
+    /// The same for downstream.
+    #[serde(default)]
+    pub downstream_rtcp_mux: bool,
     /// `pcmu` (default), `pcma`, `l16` or `opus`.
     pub codec: Option<String>,
     /// Payload type of the audio codec (default 0 for PCMU, 8 for PCMA, 96 for L16, 111 for
@@ -508,6 +517,8 @@ pub(super) fn start_call(
         leg: leg_cfg,
         downstream: req.downstream,
         caller: req.caller,
+        caller_rtcp_mux: req.rtcp_mux,
+        downstream_rtcp_mux: req.downstream_rtcp_mux,
         media_timeout,
         rtcp_interval: (cfg.server.rtcp_report_interval_ms > 0)
             .then(|| Duration::from_millis(cfg.server.rtcp_report_interval_ms)),

@@ -48,6 +48,11 @@ pub struct CallSpec {
     pub downstream: SocketAddr,
     /// Fixed caller address; `None` latches onto the first packet's source.
     pub caller: Option<SocketAddr>,
+    /// The caller multiplexes RTCP on its RTP port (RFC 5761) from the start; learned anyway
+    /// from its first RTCP packet on that port.
+    pub caller_rtcp_mux: bool,
+    /// The same for downstream.
+    pub downstream_rtcp_mux: bool,
     /// End the call after this long without caller media.
     pub media_timeout: Duration,
     /// Mean interval of the gateway's own RTCP reports when the caller sends none; `None`
@@ -496,6 +501,11 @@ pub struct Call {
     last_down: Option<Instant>,
     /// The address downstream's RTP comes from (latched on its first packet).
     down_source: Option<SocketAddr>,
+    /// RTCP to the caller goes on its RTP port, from ours (RFC 5761): told, or learned when
+    /// its RTCP came that way.
+    caller_mux: bool,
+    /// The same towards downstream.
+    down_mux: bool,
     /// The return path of an Opus caller whose downstream leg is G.711: back to Opus.
     #[cfg(feature = "opus")]
     ret: Option<Box<super::return_leg::ReturnTranscoder>>,
@@ -527,6 +537,7 @@ impl Call {
         let now = Instant::now();
         let spec_timeout = spec.media_timeout;
         let (spec_id, spec_rtcp) = (spec.id.clone(), spec.rtcp_interval);
+        let (caller_mux, down_mux) = (spec.caller_rtcp_mux, spec.downstream_rtcp_mux);
         // The return stream's RTP clock: G.711 runs at 8 kHz, the rest at the leg's rate.
         let down_rate = match spec.leg.downstream_codec {
             Some(c) if c.is_g711() => 8000,
@@ -537,7 +548,13 @@ impl Call {
         let ret = super::return_leg::ReturnTranscoder::new(&spec.leg).map(Box::new);
         Self {
             caller_addr: spec.caller,
-            caller_rtcp_addr: spec.caller.map(next_port),
+            caller_rtcp_addr: spec.caller.map(|a| {
+                if spec.caller_rtcp_mux {
+                    a
+                } else {
+                    next_port(a)
+                }
+            }),
             spec,
             socks,
             leg,
@@ -553,6 +570,8 @@ impl Call {
             down_reception: crate::rtp::reception::Reception::new(down_rate),
             last_down: None,
             down_source: None,
+            caller_mux,
+            down_mux,
             down_anchor: None,
             down_dec,
             #[cfg(feature = "opus")]
@@ -622,7 +641,12 @@ impl Call {
             // not the call's media and are ignored.
             None => {
                 self.caller_addr = Some(from);
-                self.caller_rtcp_addr.get_or_insert(next_port(from));
+                let rtcp = if self.caller_mux {
+                    from
+                } else {
+                    next_port(from)
+                };
+                self.caller_rtcp_addr.get_or_insert(rtcp);
             }
             Some(a) if a != from => {
                 self.foreign();
@@ -791,7 +815,6 @@ impl Call {
             let now = self.now_us();
             self.leg.caller_sender_report(ssrc, ntp, now);
         }
-        let to = next_port(self.spec.downstream);
         // Downstream sees the caller's audio under our SSRC and timeline: so must its RTCP.
         // A compound that does not validate goes through as it came (it names no stream of
         // ours to fix, and dropping it would only hide the peer's problem); it is counted. A
@@ -804,8 +827,28 @@ impl Call {
                 self.metrics.rtcp_invalid.fetch_add(1, Ordering::Relaxed);
             }
         }
-        send(&self.socks.down_rtcp, buf, to, &self.metrics);
+        let (sock, to) = self.down_rtcp_out();
+        send(sock, buf, to, &self.metrics);
         self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Where RTCP to downstream goes and from which socket: its RTCP port from ours, or with
+    /// RTCP multiplexed its RTP port from ours.
+    fn down_rtcp_out(&self) -> (&UdpSocket, SocketAddr) {
+        if self.down_mux {
+            (&self.socks.down_rtp, self.spec.downstream)
+        } else {
+            (&self.socks.down_rtcp, next_port(self.spec.downstream))
+        }
+    }
+
+    /// The socket RTCP to the caller leaves from (its address is `caller_rtcp_addr`).
+    fn caller_rtcp_sock(&self) -> &UdpSocket {
+        if self.caller_mux {
+            &self.socks.caller_rtp
+        } else {
+            &self.socks.caller_rtcp
+        }
     }
 
     fn on_down_rtcp(&mut self, buf: &mut [u8]) {
@@ -826,7 +869,7 @@ impl Call {
             if let Some(r) = &self.ret {
                 let _ = r.rewrite_rtcp(buf);
             }
-            send(&self.socks.caller_rtcp, buf, to, &self.metrics);
+            send(self.caller_rtcp_sock(), buf, to, &self.metrics);
             self.metrics.rtcp_packets.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -895,16 +938,36 @@ impl Call {
                 Ok((n, from)) => {
                     let b = &mut buf[..n];
                     match port {
+                        // RFC 5761: RTCP on the RTP port, told apart by its packet type.
+                        Port::CallerRtp if is_rtcp(b) => {
+                            if self.caller_addr.is_some_and(|a| a == from) {
+                                self.caller_mux = true;
+                            }
+                            self.on_caller_rtcp(b, from)
+                        }
                         Port::CallerRtp => self.on_caller_rtp(b, from),
+                        Port::DownRtp if is_rtcp(b) => {
+                            if self.is_downstream(from, false) {
+                                self.down_mux = true;
+                                self.on_down_rtcp(b)
+                            }
+                        }
                         Port::DownRtp => {
                             if self.is_downstream(from, true) {
                                 self.on_down_rtp(b)
                             }
                         }
-                        // RTCP is rewritten in the read buffer itself.
-                        Port::CallerRtcp => self.on_caller_rtcp(b, from),
+                        // RTCP is rewritten in the read buffer itself. RTCP on its own port
+                        // means the peer does not multiplex (any more).
+                        Port::CallerRtcp => {
+                            if self.caller_addr.is_some_and(|a| a.ip() == from.ip()) {
+                                self.caller_mux = false;
+                            }
+                            self.on_caller_rtcp(b, from)
+                        }
                         Port::DownRtcp => {
                             if self.is_downstream(from, false) {
+                                self.down_mux = false;
                                 self.on_down_rtcp(b)
                             }
                         }
@@ -1031,7 +1094,7 @@ impl Call {
         let mut buf = [0u8; 512];
         match ret.own_report(&mut buf, ntp_now(), since, &self.own_rtcp.cname, block, bye) {
             Some(Ok(n)) => {
-                send(&self.socks.caller_rtcp, &buf[..n], to, &self.metrics);
+                send(self.caller_rtcp_sock(), &buf[..n], to, &self.metrics);
                 self.own_rtcp.return_sr_sent += 1;
                 self.metrics
                     .rtcp_reports_sent
@@ -1063,7 +1126,7 @@ impl Call {
             .own_receiver_report(&mut buf, t, &self.own_rtcp.cname, bye)
         {
             Some(Ok(n)) => {
-                send(&self.socks.caller_rtcp, &buf[..n], to, &self.metrics);
+                send(self.caller_rtcp_sock(), &buf[..n], to, &self.metrics);
                 self.own_rtcp.rr_sent += 1;
                 self.metrics
                     .rtcp_receiver_reports_sent
@@ -1095,12 +1158,8 @@ impl Call {
             .own_report(&mut buf, ntp, since, &self.own_rtcp.cname, block, bye)
         {
             Some(Ok(n)) => {
-                send(
-                    &self.socks.down_rtcp,
-                    &buf[..n],
-                    next_port(self.spec.downstream),
-                    &self.metrics,
-                );
+                let (sock, to) = self.down_rtcp_out();
+                send(sock, &buf[..n], to, &self.metrics);
                 self.own_rtcp.sent += 1;
                 self.metrics
                     .rtcp_reports_sent
@@ -1360,6 +1419,12 @@ pub fn bind_pair(
 
 /// Channel id of the caller leg (one masked channel per call).
 pub const CALLER_CHANNEL: ChannelId = ChannelId(0);
+
+/// Is this datagram RTCP rather than RTP (RFC 5761 section 4: version 2 and a packet type of
+/// 192 to 223 in the second octet, which RTP with multiplexing never uses)?
+fn is_rtcp(b: &[u8]) -> bool {
+    b.len() >= 8 && b[0] >> 6 == 2 && (192..=223).contains(&b[1])
+}
 
 /// The wall-clock time now in NTP format, for the gateway's own sender reports.
 fn ntp_now() -> u64 {

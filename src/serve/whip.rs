@@ -56,6 +56,8 @@ pub struct WhipQuery {
     pub call_id: Option<String>,
     /// Where masked RTP goes.
     pub downstream: SocketAddr,
+    /// Downstream multiplexes RTCP on its RTP port (RFC 5761).
+    pub downstream_rtcp_mux: Option<bool>,
     /// `opus` (default: the caller's codec), or `pcmu`/`pcma` to transcode after masking.
     pub downstream_codec: Option<String>,
     /// Payload type towards downstream.
@@ -348,6 +350,9 @@ async fn answer(
         call_id: q.call_id,
         downstream: q.downstream,
         caller: None,
+        // The publisher's RTCP ends in the WebRTC stack; downstream's side is plain RTP.
+        rtcp_mux: false,
+        downstream_rtcp_mux: q.downstream_rtcp_mux.unwrap_or(false),
         codec: Some("opus".into()),
         payload_type: Some(codecs.opus),
         rate: Some(48_000),
