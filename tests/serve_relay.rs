@@ -955,6 +955,71 @@ fn rtcp_multiplexed_on_the_rtp_port_is_relayed_both_ways() {
     println!("rtcp-mux: a multiplexing caller's report reached downstream's RTCP port and downstream's came back on the caller's RTP port; a multiplexing downstream the same way round");
 }
 
+/// A caller whose stream moves to another address (a NAT rebinding on a mobile network) is
+/// followed once the old address has gone quiet and the new one has sent a run of the
+/// caller's own stream; a second source is never followed while the caller still sends, nor
+/// is a source with another SSRC. Downstream's audio goes back to where the caller now is.
+#[test]
+fn a_caller_that_moves_is_followed_and_nobody_else_is() {
+    use std::net::UdpSocket;
+    let gw = Gateway::start("relay-move", "");
+    let RtcpCall {
+        id,
+        caller,
+        down,
+        down_rtp,
+        ..
+    } = rtcp_call(&gw);
+    let (phone, _phone_rtcp) = socket_pair();
+    let (moved, _moved_rtcp) = socket_pair();
+    let intruder = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let pkt = |k: u16, ssrc: u32| build(0, k, u32::from(k) * 160, ssrc, k == 0, &[0xff; 160]);
+    let latched = || gw.json("GET", &format!("/v1/calls/{id}"), None)["caller"].clone();
+    // 300 ms of the caller, with a copy of its stream from another port and a stream of
+    // another SSRC from another host alongside: neither takes over.
+    for k in 0..15u16 {
+        phone.send_to(&pkt(k, SSRC), caller).unwrap();
+        moved.send_to(&pkt(k, SSRC), caller).unwrap();
+        intruder.send_to(&pkt(k, 0x0bad), caller).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(latched(), phone.local_addr().unwrap().to_string());
+    // The caller goes quiet for good; the other host keeps sending its own SSRC: nothing.
+    for k in 15..30u16 {
+        intruder.send_to(&pkt(k, 0x0bad), caller).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(latched(), phone.local_addr().unwrap().to_string());
+    // The caller's stream carries on from the new port: followed.
+    for k in 30..60u16 {
+        moved.send_to(&pkt(k, SSRC), caller).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(latched(), moved.local_addr().unwrap().to_string());
+    // Downstream's audio goes back there.
+    for s in [&phone, &moved] {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    while phone.recv(&mut buf).is_ok() {}
+    while moved.recv(&mut buf).is_ok() {}
+    down_rtp.send_to(&pkt(0, 0xd0d0), down).unwrap();
+    assert!(
+        moved.recv(&mut buf).is_ok(),
+        "downstream's audio did not follow the caller"
+    );
+    assert!(
+        phone.recv(&mut buf).is_err(),
+        "downstream's audio went to the old address"
+    );
+    // Taken from the caller: its 15 packets, then the new address's from the fifth in a
+    // row on (the four before are its probation).
+    let end = gw.json("DELETE", &format!("/v1/calls/{id}"), None);
+    assert_eq!(end["stats"]["packets_in"], 15 + 26, "{end}");
+    println!("caller moved: followed on the fifth consecutive packet of its stream from the new address, after the old one went quiet; a copy from another port while the caller sent, and another SSRC from another host, never followed");
+}
+
 /// RTCP both ways through the gateway with plain sockets on each side: the caller's
 /// receiver report reaches downstream from the gateway's SSRC, and downstream's report
 /// about the gateway's stream reaches the caller about the caller's own SSRC (so the

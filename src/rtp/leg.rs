@@ -691,6 +691,11 @@ impl CallerLeg {
         ))
     }
 
+    /// The SSRC of the caller's stream, once a packet has set it.
+    pub fn caller_ssrc(&self) -> Option<u32> {
+        self.ssrc_in
+    }
+
     /// The figures of a report block about the caller's stream, as of `now_us` (for a sender
     /// report of the gateway's own to the caller). `None` before the caller's first packet.
     pub fn caller_report_block(&mut self, now_us: u64) -> Option<super::reception::ReportFigures> {

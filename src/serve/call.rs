@@ -36,6 +36,11 @@ const MAX_DATAGRAM: usize = 2048;
 /// the shared counters live on cache lines every core writes, so the per-packet path only
 /// counts locally.
 const ACCOUNT_EVERY: u32 = 50;
+/// How long the latched caller must have been quiet before its stream may move to another
+/// address (a NAT rebinding leaves no overlap; a live caller is never taken over).
+const MOVE_QUIET: Duration = Duration::from_millis(200);
+/// Consecutive packets of the caller's stream the new address must send first.
+const MOVE_PACKETS: u32 = 5;
 
 /// What the API asks of a new call, validated.
 #[derive(Debug)]
@@ -501,6 +506,9 @@ pub struct Call {
     last_down: Option<Instant>,
     /// The address downstream's RTP comes from (latched on its first packet).
     down_source: Option<SocketAddr>,
+    /// Another source sending the caller's stream: its address, last sequence number and
+    /// how many packets in a row (see `caller_moved_to`).
+    move_candidate: Option<(SocketAddr, u16, u32)>,
     /// RTCP to the caller goes on its RTP port, from ours (RFC 5761): told, or learned when
     /// its RTCP came that way.
     caller_mux: bool,
@@ -570,6 +578,7 @@ impl Call {
             down_reception: crate::rtp::reception::Reception::new(down_rate),
             last_down: None,
             down_source: None,
+            move_candidate: None,
             caller_mux,
             down_mux,
             down_anchor: None,
@@ -649,12 +658,52 @@ impl Call {
                 self.caller_rtcp_addr.get_or_insert(rtcp);
             }
             Some(a) if a != from => {
-                self.foreign();
-                return;
+                if !self.caller_moved_to(buf, from) {
+                    self.foreign();
+                    return;
+                }
             }
             Some(_) => {}
         }
         self.on_caller_packet(buf);
+    }
+
+    /// A packet from somewhere else than the latched caller: has the caller moved there (a
+    /// NAT rebinding on a mobile network, a failover)? Only if the caller's address was not
+    /// fixed by the API, the latched source has gone quiet for [`MOVE_QUIET`], and the new
+    /// source has sent [`MOVE_PACKETS`] packets in a row of the caller's own stream (its
+    /// SSRC, consecutive sequence numbers): an off-path sender does not know those, and
+    /// nobody takes over a caller who is still sending. Then the caller (and its RTCP)
+    /// latches there, and an event says so.
+    fn caller_moved_to(&mut self, buf: &[u8], from: SocketAddr) -> bool {
+        if self.spec.caller.is_some() {
+            return false;
+        }
+        let (Ok(p), Some(ssrc)) = (rtp_types::RtpPacket::parse(buf), self.leg.caller_ssrc()) else {
+            return false;
+        };
+        if p.ssrc() != ssrc {
+            return false;
+        }
+        let seq = p.sequence_number();
+        let run = match self.move_candidate {
+            Some((a, last, n)) if a == from && seq == last.wrapping_add(1) => n + 1,
+            _ => 1,
+        };
+        self.move_candidate = Some((from, seq, run));
+        if run < MOVE_PACKETS || self.last_caller.elapsed() < MOVE_QUIET {
+            return false;
+        }
+        self.move_candidate = None;
+        self.caller_addr = Some(from);
+        self.caller_rtcp_addr = Some(if self.caller_mux {
+            from
+        } else {
+            next_port(from)
+        });
+        self.emitter
+            .emit(EventBody::Call(CallEvent::CallerMoved), &self.sinks);
+        true
     }
 
     /// A datagram from an address that is not the peer on its side was dropped.

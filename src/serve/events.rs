@@ -65,6 +65,9 @@ pub enum CallEvent {
     MediaStarted,
     /// The caller's SSRC changed mid-call; the stream continued.
     SsrcChanged,
+    /// The caller's stream moved to another source address (NAT rebinding) and the call
+    /// latched there.
+    CallerMoved,
     /// The call ended; all sinks were flushed.
     CallEnded {
         /// Why.
