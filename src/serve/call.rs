@@ -556,13 +556,7 @@ impl Call {
         let ret = super::return_leg::ReturnTranscoder::new(&spec.leg).map(Box::new);
         Self {
             caller_addr: spec.caller,
-            caller_rtcp_addr: spec.caller.map(|a| {
-                if spec.caller_rtcp_mux {
-                    a
-                } else {
-                    next_port(a)
-                }
-            }),
+            caller_rtcp_addr: spec.caller.map(|a| rtcp_addr(a, caller_mux)),
             spec,
             socks,
             leg,
@@ -650,12 +644,8 @@ impl Call {
             // not the call's media and are ignored.
             None => {
                 self.caller_addr = Some(from);
-                let rtcp = if self.caller_mux {
-                    from
-                } else {
-                    next_port(from)
-                };
-                self.caller_rtcp_addr.get_or_insert(rtcp);
+                self.caller_rtcp_addr
+                    .get_or_insert(rtcp_addr(from, self.caller_mux));
             }
             Some(a) if a != from => {
                 if !self.caller_moved_to(buf, from) {
@@ -696,11 +686,7 @@ impl Call {
         }
         self.move_candidate = None;
         self.caller_addr = Some(from);
-        self.caller_rtcp_addr = Some(if self.caller_mux {
-            from
-        } else {
-            next_port(from)
-        });
+        self.caller_rtcp_addr = Some(rtcp_addr(from, self.caller_mux));
         self.emitter
             .emit(EventBody::Call(CallEvent::CallerMoved), &self.sinks);
         true
@@ -1468,6 +1454,16 @@ pub fn bind_pair(
 
 /// Channel id of the caller leg (one masked channel per call).
 pub const CALLER_CHANNEL: ChannelId = ChannelId(0);
+
+/// Where a peer sending RTP from `rtp` takes its RTCP: the same address when it
+/// multiplexes (RFC 5761), the next port otherwise.
+fn rtcp_addr(rtp: SocketAddr, mux: bool) -> SocketAddr {
+    if mux {
+        rtp
+    } else {
+        next_port(rtp)
+    }
+}
 
 /// Is this datagram RTCP rather than RTP (RFC 5761 section 4: version 2 and a packet type of
 /// 192 to 223 in the second octet, which RTP with multiplexing never uses)?
