@@ -44,18 +44,57 @@ fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
 }
 
 /// [`residual_limit`] on `path`. NOT MET through Opus at 16 kbit/s (issue 4): with 20 ms of
-/// look-ahead up to 2.10 ms of a tone reaches the output (BRIEF 2.2 wants 0: the whole tone
-/// removed from its first sample; that tone's energy left is -40.6 dB), and up to 7.9 ms at
-/// 0 and 10 ms (the 8 kHz bound at 10 ms is 5). The codec builds a tone up over its first
-/// frames, with a weak first millisecond or two under its own pre-echo, so the masker's
-/// walk back to the onset stops a little late. Nothing decodable is left: our most sensitive
-/// detector and multimon-ng find no digit in any of that output. Bounded here at what was
-/// measured, rounded up; 24 and 32 kbit/s meet the 8 kHz bounds.
+/// look-ahead the last 0.15 ms of a tone (7 samples, at -47 dB of the tone's energy) may reach
+/// the output where the codec lets the tone fade before its end (BRIEF 2.2 wants 0), and up
+/// to 7.9 ms at 0 and 10 ms (the 8 kHz bound at 10 ms is 5). Nothing decodable is left: our
+/// most sensitive detector and multimon-ng find no digit in any of that output. Bounded here
+/// at what was measured, rounded up; 24 and 32 kbit/s meet the 8 kHz bounds. Over other
+/// seeds of the battery more is left (see [`Check::Sweep`]).
 fn residual_limit_on(path: Path, lookahead_ms: u32, family: &str) -> f64 {
     let base = residual_limit(lookahead_ms, family);
     match path {
-        Path::Opus(b) if b < 24_000 => base.max(if lookahead_ms >= 20 { 2.5 } else { 8.0 }),
+        Path::Opus(b) if b < 24_000 => base.max(if lookahead_ms >= 20 { 0.2 } else { 8.0 }),
         _ => base,
+    }
+}
+
+/// How [`leak_check`] judges a battery.
+#[derive(Clone, Copy, PartialEq)]
+enum Check {
+    /// The committed battery (seed 0): every bound above.
+    Battery,
+    /// Another seed of the same battery (tones placed and noise drawn anew), run to find what
+    /// one seed's figures hide. Asserted: no decoder finds a digit where a tone of 16 ms or
+    /// more was, and no more of a tone is left than [`sweep_residual_limit`]; masked spans
+    /// are printed, not bounded (over seeds 1 to 6 they reach 26.5 ms before a tone in noise
+    /// and 12 to 16 ms beside clean tones through Opus at every bit rate, 10.2 ms in noise
+    /// at 8 kHz: NOT MET, issue 4).
+    Sweep,
+}
+
+/// Most of a tone (16 ms or longer) left on other seeds, bounded at what seeds 1 to 6
+/// measured, rounded up. NOT MET (BRIEF 2.2: 0 ms with 20 ms of look-ahead, 5 with none):
+/// * at 8 kHz (every G.711 law alike) up to 8.88 ms of a tone's head with no look-ahead
+///   (tones 5 % off or at 12 dB twist, whose speculative frame-end mask starts late) and
+///   3.38 ms with 20 ms;
+/// * through Opus at 16 kbit/s up to 6.65 ms with 20 ms of look-ahead (a tone over dial tone
+///   that the codec keeps faint for its first 8 ms, at -30 dB of the tone's energy) and
+///   11.65 ms with 10 ms;
+/// * 24 and 32 kbit/s meet [`residual_limit`].
+fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
+    let base = residual_limit(lookahead_ms, family);
+    match path {
+        Path::Opus(b) if b < 24_000 => base.max(match lookahead_ms {
+            20.. => 7.0,
+            10..20 => 12.0,
+            _ => 8.0,
+        }),
+        Path::Opus(_) => base,
+        _ => base.max(match lookahead_ms {
+            20.. => 3.5,
+            10..20 => 0.0,
+            _ => 9.0,
+        }),
     }
 }
 
@@ -76,12 +115,15 @@ fn span_limit(path: Path, lookahead_ms: u32, family: &str) -> (f64, f64) {
 /// The signal families of the conformance battery, including what the detector must not
 /// report but the masker must still remove (short, off-frequency, over-twisted tones).
 /// Generated at `rate` (8 kHz, or 48 kHz for the Opus paths), before any codec.
-fn families(rate: u32) -> Vec<(String, Vec<i16>, Vec<Placed>)> {
+/// `seed` 0 is the committed battery; others place the tones and draw the noise anew
+/// (`TONEWALL_BATTERY_SEED` picks one for the battery tests, to look into a sweep's finding).
+fn families(rate: u32, seed: u64) -> Vec<(String, Vec<i16>, Vec<Placed>)> {
     let mut out = Vec::new();
-    let mut rng = Rng::new(42);
+    let mut rng = Rng::new(42 + seed);
     let mut push =
         |name: &str, items: Vec<(char, f64, f64, ToneSpec)>, noise_db: Option<f64>, dial: bool| {
-            let mut rng2 = Rng::new(name.len() as u64 * 7919 + items.len() as u64);
+            let mut rng2 =
+                Rng::new(name.len() as u64 * 7919 + items.len() as u64 + seed * 1_000_003);
             let lead = 100.0 + rng2.range(0.0, 5.0);
             let (mut x, placed) = train_at(&items, lead, &mut rng2, rate);
             if let Some(snr) = noise_db {
@@ -164,12 +206,20 @@ fn families(rate: u32) -> Vec<(String, Vec<i16>, Vec<Placed>)> {
     out
 }
 
+/// The battery's seed: 0 (the committed battery) unless `TONEWALL_BATTERY_SEED` says.
+fn battery_seed() -> u64 {
+    std::env::var("TONEWALL_BATTERY_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn no_digit_is_recoverable_from_masked_battery_output() {
     let failures: Vec<String> = paths()
         .into_iter()
         .filter(|p| !p.is_opus())
-        .flat_map(leak_check)
+        .flat_map(|p| leak_check(p, battery_seed(), Check::Battery))
         .collect();
     assert!(
         failures.is_empty(),
@@ -186,7 +236,36 @@ fn no_digit_is_recoverable_from_masked_opus_battery_output() {
     let failures: Vec<String> = std::thread::scope(|s| {
         let runs: Vec<_> = opus
             .iter()
-            .map(|&p| s.spawn(move || leak_check(p)))
+            .map(|&p| s.spawn(move || leak_check(p, battery_seed(), Check::Battery)))
+            .collect();
+        runs.into_iter()
+            .flat_map(|h| h.join().expect("leak check thread"))
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "leak checks failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Seeds 1 to 6 of the same battery, every path, judged as [`Check::Sweep`] says: what one
+/// seed's figures would hide. Seed 4 once left a whole 16 ms tone unmasked through Opus at
+/// 16 kbit/s with 20 ms of look-ahead, and seeds 1, 5 and 6 left 6.7 to 11.7 ms of a tone
+/// over dial tone (the detector's walk back to the onset now takes faint and briefly dropped
+/// sub-blocks on that path, detector.rs `mask_onset`).
+#[test]
+fn other_seeds_of_the_battery_leak_no_digit() {
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = paths()
+            .into_iter()
+            .map(|p| {
+                s.spawn(move || {
+                    (1..=6)
+                        .flat_map(|seed| leak_check(p, seed, Check::Sweep))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         runs.into_iter()
             .flat_map(|h| h.join().expect("leak check thread"))
@@ -200,7 +279,7 @@ fn no_digit_is_recoverable_from_masked_opus_battery_output() {
 }
 
 /// Mask the battery on `path` at every look-ahead and check it; returns what failed.
-fn leak_check(path: Path) -> Vec<String> {
+fn leak_check(path: Path, seed: u64, check: Check) -> Vec<String> {
     let sensitive = DetectorConfig::most_sensitive();
     let have_multimon = multimon_digits(&[0; 800]).is_some();
     if !have_multimon {
@@ -212,7 +291,7 @@ fn leak_check(path: Path) -> Vec<String> {
     }
     let mut failures = Vec::new();
     {
-        let battery: Vec<_> = families(path.rate())
+        let battery: Vec<_> = families(path.rate(), seed)
             .into_iter()
             .map(|(name, x, placed)| (name, path.through(&x), placed))
             .collect();
@@ -243,9 +322,9 @@ fn leak_check(path: Path) -> Vec<String> {
                         b.iter().cloned().fold(0.0, f64::max),
                         a.iter().cloned().fold(0.0, f64::max),
                     );
-                    if mb > lb || ma > la_ {
+                    if check == Check::Battery && (mb > lb || ma > la_) {
                         failures.push(format!(
-                            "{path} la={la} {name}: masked span {mb:.1} ms before / {ma:.1} ms after a tone"
+                            "{path} seed {seed} la={la} {name}: masked span {mb:.1} ms before / {ma:.1} ms after a tone"
                         ));
                     }
                     strays += stray;
@@ -261,7 +340,13 @@ fn leak_check(path: Path) -> Vec<String> {
                     .filter(|d| {
                         placed.iter().any(|p| {
                             let (a, b) = (p.start_ms(), p.end_ms());
-                            p.digit == d.digit && d.start_ms > a - 20.0 && d.start_ms < b + 20.0
+                            p.digit == d.digit
+                                && d.start_ms > a - 20.0
+                                && d.start_ms < b + 20.0
+                                // On other seeds a 10 ms tone through Opus is now and then
+                                // read at the most sensitive setting (seed 4), unmasked as
+                                // every tone under 16 ms may be: counted, not asserted.
+                                && (check == Check::Battery || p.len >= path.ms(16.0))
                         })
                     })
                     .count();
@@ -292,16 +377,28 @@ fn leak_check(path: Path) -> Vec<String> {
                         short_leaks.push(r.leaked_ms);
                         continue;
                     }
-                    if r.leaked_ms > residual_limit_on(path, la, name) {
+                    let limit = match check {
+                        Check::Battery => residual_limit_on(path, la, name),
+                        Check::Sweep => sweep_residual_limit(path, la, name),
+                    };
+                    if r.leaked_ms > limit {
                         if let Ok(dir) = std::env::var("TONEWALL_DUMP") {
                             let b: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
                             let f = format!("{dir}/{}.raw", name.replace([' ', '/', '%'], "_"));
                             std::fs::write(f, b).unwrap();
                         }
+                        // Where in the tone: its head (onset placed late) or its tail.
+                        let left: Vec<usize> = (p.start..p.start + p.len)
+                            .filter(|&i| y[i] != sil)
+                            .map(|i| i - p.start)
+                            .collect();
                         failures.push(format!(
-                            "{path} la={la} {name}: {:.2} ms of the tone at {:.1} ms left",
+                            "{path} seed {seed} la={la} {name}: {:.2} ms of the tone at {:.1} ms left (samples {:?} to {:?} of {})",
                             r.leaked_ms,
-                            p.start_ms()
+                            p.start_ms(),
+                            left.first(),
+                            left.last(),
+                            p.len
                         ));
                     }
                     leaks.push(r.leaked_ms);
@@ -312,7 +409,7 @@ fn leak_check(path: Path) -> Vec<String> {
             leaks.sort_by(f64::total_cmp);
             let over5 = leaks.iter().filter(|&&l| l > 5.0).count();
             println!(
-                "leak {path} lookahead {la:>2} ms: {} tones; digits found where tones were: own detector (most sensitive) {own_found}, multimon-ng {}; residual per tone median {:.2} ms, max {:.2} ms, {over5} over 5 ms; worst residual tone energy {:.1} dB; masked span max {:.1} ms before and {:.1} ms after the tone; {} spans with no tone",
+                "leak {path} seed {seed} lookahead {la:>2} ms: {} tones; digits found where tones were: own detector (most sensitive) {own_found}, multimon-ng {}; residual per tone median {:.2} ms, max {:.2} ms, {over5} over 5 ms; worst residual tone energy {:.1} dB; masked span max {:.1} ms before and {:.1} ms after the tone; {} spans with no tone",
                 leaks.len(),
                 if have_multimon {
                     multimon_found.to_string()
@@ -328,10 +425,10 @@ fn leak_check(path: Path) -> Vec<String> {
             );
             // One print per look-ahead, so lines from parallel bit rates do not interleave.
             println!(
-                "leak {path} lookahead {la:>2} ms, continued: tones under 16 ms: residual max {:.2} ms (not bounded; no decoder reads them); most-sensitive detector digits away from any tone (in speech): {sensitive_talk_off}; over speech, masked span reaches {speech_span:.1} ms beyond a tone",
+                "leak {path} seed {seed} lookahead {la:>2} ms, continued: tones under 16 ms: residual max {:.2} ms (not bounded; no decoder reads them); most-sensitive detector digits away from any tone (in speech): {sensitive_talk_off}; over speech, masked span reaches {speech_span:.1} ms beyond a tone",
                 short_leaks.iter().cloned().fold(0.0, f64::max)
             );
-            if strays > 0 {
+            if strays > 0 && check == Check::Battery {
                 failures.push(format!(
                     "{path} la={la}: {strays} masked spans away from any tone"
                 ));
@@ -353,7 +450,7 @@ fn multimon_ng_decodes_the_unmasked_battery_so_the_leak_check_can_fail() {
     // Also through each Opus round trip: the masked-output check above runs on the same
     // decoded audio, so it would see a digit that survived the codec.
     for path in paths() {
-        let (name, x, placed) = families(path.rate()).into_iter().next().unwrap();
+        let (name, x, placed) = families(path.rate(), 0).into_iter().next().unwrap();
         let x = path.through(&x);
         let m = path.multimon(&x).unwrap();
         println!(
@@ -382,7 +479,7 @@ fn tone_masked_events_report_exactly_what_was_silenced() {
         .filter(|p| matches!(p, Path::Narrow(Codec::Pcm16) | Path::Opus(16_000)));
     for path in chosen {
         let sil = path.silence();
-        for (name, x, _) in families(path.rate()) {
+        for (name, x, _) in families(path.rate(), 0) {
             let x = path.through(&x);
             for la in LOOKAHEADS {
                 let (y, log) = path.mask(&x, la);
