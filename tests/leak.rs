@@ -239,9 +239,10 @@ fn no_digit_is_recoverable_from_masked_opus_battery_output() {
 
 /// Seeds 1 to 6 of the same battery, every path, judged as [`Check::Sweep`] says: what one
 /// seed's figures would hide. Seed 4 once left a whole 16 ms tone unmasked through Opus at
-/// 16 kbit/s with 20 ms of look-ahead, and seeds 1, 5 and 6 left 6.7 to 11.7 ms of a tone
+/// 16 kbit/s with 20 ms of look-ahead, and seeds 1, 4, 5 and 6 left 6 to 11.7 ms of a tone
 /// over dial tone (the detector's walk back to the onset now takes faint and briefly dropped
-/// sub-blocks on that path, detector.rs `mask_onset`).
+/// sub-blocks on that path, detector.rs `mask_onset`, and a mask resumes on its pair after a
+/// codec dropout, `SPARE_RESUME`).
 #[test]
 fn other_seeds_of_the_battery_leak_no_digit() {
     check_in_parallel(&paths(), 1..=6, Check::Sweep);

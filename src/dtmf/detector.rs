@@ -169,6 +169,9 @@ const EDGE_SHARE: f32 = 0.3;
 const SPARE_GATE: f32 = 0.1;
 /// ... its energy this share of a fully-on one's (and [`EDGE_SHARE`] held by the pair) ...
 const SPARE_TRACE: f32 = 0.05;
+/// ... a mask that ended at most this many sub-blocks ago resumes on the same pair back at
+/// [`PRESENT`] fill, whatever the weak test calls it (a codec dropout inside the tone) ...
+const SPARE_RESUME: u64 = 2;
 /// ... and a first sub-block this full gets the one before it masked too. One taken at this
 /// fill adds at most (1 - 0.45) x 5 + 5 ms, plus the 1 ms smear margin, to the masked
 /// span: 8.75 ms, inside BRIEF 2.2's 10 ms beside a tone.
@@ -628,6 +631,28 @@ impl Detector {
             // takes in its end, and would otherwise never be confirmed at all. Not at 8 kHz,
             // where G.711 keeps a short tone whole and music would pay for it (0.114 % of
             // the hold music masked at 20 ms look-ahead when tried, against 0.1 %).
+            // On the Opus path with look-ahead to spare, a tone the codec dropped for a
+            // sub-block or two after its mask ended, back at strength on the same pair, is
+            // masked again even where a voice-like verdict is all the weak test gives: SILK
+            // at 16 kbit/s lets a tone over dial tone sink to 15 % fill for 10 ms, and 6 ms of
+            // its tail then left unmasked.
+            (None, Weak::Pure(r, c, _) | Weak::Gate(r, c, _) | Weak::Voiced(r, c, _))
+                if self.spare()
+                    && !self.mask.active
+                    && !self.mask.speculative
+                    && self.mask_seen > 0
+                    && k <= self.mask_seen + SPARE_RESUME
+                    && near((self.mask.r, self.mask.c), (r, c))
+                    && self.fill(
+                        k,
+                        self.mask.r,
+                        self.mask.c,
+                        self.mask.ref_amp,
+                        self.mask.ref_e,
+                    ) >= PRESENT =>
+            {
+                Some((r, c))
+            }
             (None, Weak::Pure(r, c, _))
                 if self.resampled
                     && self
