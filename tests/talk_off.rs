@@ -1,6 +1,8 @@
 //! Talk-off over real recorded speech and music with no DTMF (BRIEF 2.1): Debian's Asterisk
 //! prompt sets (English, French, Italian speakers) and its hold-music package, about 1.6
-//! hours. No digit may be reported; the share masked is printed and bounded. `.ci/run`
+//! hours, at 8 kHz (the share masked through mu-law, A-law and as 16-bit PCM) and, with the
+//! `opus` feature, on the 48 kHz path with no codec and through Opus at 16, 24 and
+//! 32 kbit/s. No digit may be reported; the share masked is printed and bounded. `.ci/run`
 //! installs the packages; without them (and outside CI) the test says so and skips.
 
 mod common;
@@ -8,6 +10,8 @@ mod common;
 use common::*;
 use tonewall::codec::Codec;
 use tonewall::dtmf::DetectorConfig;
+#[cfg(feature = "opus")]
+use tonewall::event::EventLog;
 use tonewall::wav::Wav;
 
 /// Where Debian's sound packages put the prompts: `asterisk-core-sounds-en-wav` installs
@@ -78,6 +82,25 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Share of a corpus the 8 kHz path may mask, per codec and look-ahead. BRIEF 2.2: under
+/// 0.1 %. Met through mu-law with 20 ms of look-ahead (0.027 to 0.087 %), and on speech
+/// through every codec (at most 0.098 %, Italian through A-law).
+///
+/// NOT MET on the hold music except through mu-law: with 20 ms of look-ahead 0.601 %
+/// through A-law and 0.407 % as 16-bit PCM, where long held notes with an overtone near a
+/// key pair are masked for 100 to 300 ms at a time (mu-law's coarser steps break those runs
+/// up); and with less look-ahead on every codec (none: 0.17 to 1.22 %, where each frame tail
+/// that may hold a key press's onset is masked speculatively; 10 ms: 0.10 to 1.35 %, where a
+/// tone-like window cannot wait for a second). Bounded at what was measured, rounded up.
+fn share_limit_8k(codec: Codec, lookahead_ms: u32) -> f64 {
+    match (codec, lookahead_ms) {
+        (Codec::Pcmu, 20..) => 0.1,
+        (_, 20..) => 0.65,
+        (Codec::Pcma, _) => 1.4,
+        _ => 0.8,
+    }
+}
+
 #[test]
 fn no_false_digit_on_hours_of_real_speech_and_music() {
     let mut total_s = 0.0;
@@ -102,22 +125,15 @@ fn no_false_digit_on_hours_of_real_speech_and_music() {
             found.len(),
             sensitive
         );
-        for la in [0, 10, 20] {
-            let (_, log) = mask(&x, Codec::Pcmu, la);
-            let masked = masked_samples(&log);
-            let share = masked as f64 / x.len() as f64 * 100.0;
-            line += &format!("; masked at look-ahead {la} ms: {share:.3} %");
-            // BRIEF 2.2: under 0.1 %. Met with 20 ms of look-ahead (measured 0.027 to
-            // 0.089 %). NOT MET with less (none: 0.17 to 0.51 %, where each frame tail that
-            // may hold a key press's onset is masked speculatively; 10 ms: 0.10 to 0.25 %,
-            // where a tone-like window cannot wait for a second); bounded at what was
-            // measured.
-            let limit = match (name, la) {
-                (_, 20..) => 0.1,
-                _ => 0.8,
-            };
-            if share >= limit {
-                failures.push(format!("{name} la={la}: {share:.3} % masked"));
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::Pcm16] {
+            line += &format!("; masked, {codec:?}:");
+            for la in [0, 10, 20] {
+                let (_, log) = mask(&x, codec, la);
+                let share = masked_samples(&log) as f64 / x.len() as f64 * 100.0;
+                line += &format!(" {share:.3} % at {la} ms");
+                if share >= share_limit_8k(codec, la) {
+                    failures.push(format!("{name} {codec:?} la={la}: {share:.3} % masked"));
+                }
             }
         }
         println!("{line}");
@@ -125,4 +141,93 @@ fn no_false_digit_on_hours_of_real_speech_and_music() {
     }
     println!("talk-off corpus total {:.1} min", total_s / 60.0);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Talk-off through Opus (BRIEF 2.1's codec row: every row holds "through G.711 mu-law and
+/// A-law, and Opus"; issue 4): the same corpus resampled to 48 kHz and sent through an Opus
+/// encode/decode round trip at 16, 24 and 32 kbit/s, as a softphone or browser would carry
+/// these prompts, then detected and masked by the 48 kHz pipeline exactly as an Opus caller
+/// leg hands it decoded audio (one thread per bit rate, one corpus at a time to keep memory
+/// flat). No digit may be reported; the share masked is printed and bounded like the 8 kHz
+/// one.
+#[cfg(feature = "opus")]
+#[test]
+fn no_false_digit_through_opus_on_hours_of_real_speech_and_music() {
+    let mut failures = Vec::new();
+    for (name, dir) in CORPORA {
+        let x = load(dir);
+        if x.is_empty() {
+            assert!(std::env::var("CI").is_err(), "{name} missing in CI");
+            eprintln!("{name}: {dir} not installed, skipped");
+            continue;
+        }
+        let x48 = resample_between(&x, 8000, OPUS_RATE);
+        drop(x);
+        // No codec (48 kHz PCM as a WHIP or L16 leg may hand it over), then each bit rate.
+        let mut legs: Vec<Option<Path>> = vec![None];
+        legs.extend(paths().into_iter().filter(|p| p.is_opus()).map(Some));
+        let lines: Vec<(String, Vec<String>)> = std::thread::scope(|s| {
+            let runs: Vec<_> = legs
+                .iter()
+                .map(|&path| {
+                    let x48 = &x48;
+                    s.spawn(move || talk_off_48k(name, path, x48))
+                })
+                .collect();
+            runs.into_iter()
+                .map(|h| h.join().expect("talk-off thread"))
+                .collect()
+        });
+        for (line, f) in lines {
+            println!("{line}");
+            failures.extend(f);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// One corpus on the 48 kHz path, with no codec (`None`) or through one Opus bit rate: the
+/// printed line and what failed.
+#[cfg(feature = "opus")]
+fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<String>) {
+    let mut failures = Vec::new();
+    let (leg, xin) = match path {
+        Some(p) => (p.to_string(), p.through(x48)),
+        None => ("48 kHz PCM".to_string(), x48.to_vec()),
+    };
+    let secs = xin.len() as f64 / OPUS_RATE as f64;
+    let found = detect_48k_pipeline(&xin, &DetectorConfig::default()).len();
+    let sensitive = detect_48k_pipeline(&xin, &DetectorConfig::most_sensitive()).len();
+    if found > 0 {
+        failures.push(format!("{name} {leg}: {found} false digits"));
+    }
+    let mut line = format!(
+        "talk-off {name} {leg}: {:.1} min, {found} digits reported ({sensitive} at the most sensitive setting); masked:",
+        secs / 60.0
+    );
+    for la in [0, 10, 20] {
+        let mut log = EventLog::default();
+        run_pipeline::<i16>(pcm48_config(la), xin.clone(), &mut log);
+        let share = masked_samples(&log) as f64 / xin.len() as f64 * 100.0;
+        line += &format!(" {share:.3} % at {la} ms");
+        if share >= share_limit_48k(la) {
+            failures.push(format!("{name} {leg} la={la}: {share:.3} % masked"));
+        }
+    }
+    (line, failures)
+}
+
+/// Share of a corpus the 48 kHz path may mask, with no codec or through Opus. BRIEF 2.2:
+/// under 0.1 %. NOT MET (issue 4): with 20 ms of look-ahead English and French speech stay
+/// under it (0.045 to 0.088 %), Italian speech does not (0.133 to 0.156 %), nor the hold
+/// music (0.728 to 0.761 %: held notes, as on the 8 kHz path as 16-bit PCM); 10 ms: 0.114 to
+/// 0.913 %; none: 0.64 to 3.37 %. The 89.5 s fixture of `tests/leak.rs` meets 0.1 % at 20 ms
+/// on this path; these hours do not. Bounded at what was measured, rounded up.
+#[cfg(feature = "opus")]
+fn share_limit_48k(lookahead_ms: u32) -> f64 {
+    match lookahead_ms {
+        20.. => 0.8,
+        10..20 => 1.0,
+        _ => 3.5,
+    }
 }
