@@ -13,6 +13,8 @@
 //!   tolerance (a key press with speech underneath). Each of these also asks that the weaker
 //!   tone hold a good share of what is left once the stronger one is taken out: a key press
 //!   leaves little else, speech and music that look pure mostly owe it to one strong partial.
+//!   Before any of that, the pair must sit where a key could put it: both tones within 6 % of
+//!   their keys and not a note with its octave (see `Detector::keyed`).
 //!   With 20 ms of look-ahead a new pair is masked only once two sub-blocks in a row agree,
 //!   still from the tone's start. Every strict hit is masked too, so the masker always
 //!   decides on weaker evidence than the reporter. With no look-ahead, a frame that ends in a
@@ -134,6 +136,15 @@ const SPEC_HEAD: f64 = 3.0 * RATE as f64 / 1000.0;
 /// 5 ms bin loss is not undone (see `flat_power`): a little past the 5 % the masker must
 /// still remove, short of where a neighbouring key's bin takes over.
 const FLAT_MAX_DEV: f32 = 0.06;
+
+/// Largest frequency error of either tone, followed over 10 ms, that the masker still takes
+/// for a key: the most sensitive detector's tolerance (6 %), beyond any decoder the leak
+/// tests hold the output against.
+const MASK_MAX_DEV: f32 = 0.06;
+
+/// A pair whose column is within this many Hz of twice its row (followed over 20 ms) is a
+/// note and its octave, not a key (see `Detector::keyed`).
+const OCTAVE_HZ: f32 = 4.0;
 
 /// Look-ahead (samples at 8 kHz, 20 ms) from which a tone-like window must be confirmed by
 /// the next sub-block before it is masked (`Detector::with_lookahead`).
@@ -936,6 +947,11 @@ impl Detector {
         // A pure window is tone-like if its weaker tone is real too. The shares are taken
         // with the 5 ms bins' loss off-frequency undone, so a tone 5 % off keeps its share.
         let mut pure = false;
+        // What the pair's frequencies are decides before purity can call it a tone: both
+        // near a key, and not a note with its own octave.
+        if !self.keyed(k, r, c, turn_r, turn_c) {
+            return Weak::Gate(r, c, ratio2);
+        }
         if ratio2 >= th.m_short {
             let (fr, fc) = (flat_power(pr, turn_r, r), flat_power(pc, turn_c, c));
             if weak_share(fr, fc, above(mean)) >= th.m_weak10 * th.m_weak_scale {
@@ -960,6 +976,33 @@ impl Detector {
         } else {
             Weak::Gate(r, c, ratio2)
         }
+    }
+
+    /// Whether the pair `r`, `c` of the 10 ms window ending at sub-block `k` (followed with
+    /// the turns `turn_r`, `turn_c`) sits where a key could put it:
+    /// * each tone within [`MASK_MAX_DEV`] of its key's frequency. Music and speech fill a
+    ///   bin from its skirt with a partial 5 to 7 % off (a note at 1140 Hz against 1209);
+    /// * and not an octave: the column at twice the row within [`OCTAVE_HZ`], over 20 ms.
+    ///   A held note and its second harmonic (785 + 1571 Hz reads as 770 + 1633) is one
+    ///   periodic sound; no key pair is within 4 % of 2:1 (1.917 and 2.119 are nearest), and
+    ///   a key with one tone 3.5 or 5 % off, as the leak battery has them, stays 9 Hz or
+    ///   more from it.
+    fn keyed(&self, k: u64, r: usize, c: usize, turn_r: Cpx, turn_c: Cpx) -> bool {
+        let hz =
+            |u: Cpx| u.im.atan2(u.re) * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32);
+        if hz(turn_r).abs() > MASK_MAX_DEV * BANK_HZ[r]
+            || hz(turn_c).abs() > MASK_MAX_DEV * BANK_HZ[c]
+        {
+            return false;
+        }
+        if self.done < 4 {
+            return true;
+        }
+        let (_, ur) = self.tracked_power(k, 4, r);
+        let (_, uc) = self.tracked_power(k, 4, c);
+        let fr = BANK_HZ[r] + hz(ur);
+        let fc = BANK_HZ[c] + hz(uc);
+        (fc - 2.0 * fr).abs() >= OCTAVE_HZ
     }
 
     /// Phase turn of tone `t` from sub-block `k - 1` to `k` (radians; its frequency error).
@@ -1449,6 +1492,37 @@ mod tests {
             });
         }
         n
+    }
+
+    /// 300 ms of two pure partials from 100 ms in: `lo` Hz 6 dB above `hi` Hz.
+    fn two_partials(lo: f64, hi: f64) -> Vec<i16> {
+        let mut x = vec![0.0; 4000];
+        add_sine(&mut x, RATE, 800, 2400, lo, -8.0, 0.3);
+        add_sine(&mut x, RATE, 800, 2400, hi, -14.0, 1.1);
+        to_i16(&x)
+    }
+
+    /// A held note with its octave (785 + 1570 Hz reads as 770 + 1633) is not masked, nor
+    /// a partial 7 % off its key; a key with one tone 3.5 or 5 % off, each within 11 Hz of
+    /// the same 2:1 relation, is.
+    #[test]
+    fn a_note_with_its_octave_is_not_masked_but_an_off_frequency_key_is() {
+        for la in [80, 160] {
+            assert_eq!(
+                spans(&two_partials(785.0, 1570.0), la),
+                vec![],
+                "octave, {la}"
+            );
+            assert_eq!(
+                spans(&two_partials(934.0, 1124.0), la),
+                vec![],
+                "7 % off, {la}"
+            );
+            for hi in [1336.0 * 1.035, 1336.0 * 1.05] {
+                let s = spans(&two_partials(697.0, hi), la);
+                assert!(covered(&s, 880, 3120), "697 + {hi} Hz, {la}: {s:?}");
+            }
+        }
     }
 
     /// Beyond Q.24's 4 dB of reverse twist a pair must hold 70 % of its window, not 60 %:
