@@ -654,7 +654,9 @@ impl Detector {
             // sub-block or two after its mask ended, back at strength on the same pair, is
             // masked again even where a voice-like verdict is all the weak test gives: SILK
             // at 16 kbit/s lets a tone over dial tone sink to 15 % fill for 10 ms, and 6 ms of
-            // its tail then left unmasked.
+            // its tail then left unmasked. Only where the pair sits where a key could put it:
+            // a held note with its octave otherwise resumed its mask every fourth sub-block
+            // for as long as it was held.
             (None, Weak::Pure(r, c, _) | Weak::Gate(r, c, _) | Weak::Voiced(r, c, _))
                 if self.spare()
                     && !self.mask.active
@@ -662,6 +664,7 @@ impl Detector {
                     && self.mask_seen > 0
                     && k <= self.mask_seen + SPARE_RESUME
                     && near((self.mask.r, self.mask.c), (r, c))
+                    && self.keyed_now(k, r, c)
                     && self.fill(
                         k,
                         self.mask.r,
@@ -1003,6 +1006,13 @@ impl Detector {
         let fr = BANK_HZ[r] + hz(ur);
         let fc = BANK_HZ[c] + hz(uc);
         (fc - 2.0 * fr).abs() >= OCTAVE_HZ
+    }
+
+    /// [`keyed`](Self::keyed) for the 10 ms window ending at `k`, following the pair afresh.
+    fn keyed_now(&self, k: u64, r: usize, c: usize) -> bool {
+        let (_, turn_r) = self.tracked_power(k, 2, r);
+        let (_, turn_c) = self.tracked_power(k, 2, c);
+        self.keyed(k, r, c, turn_r, turn_c)
     }
 
     /// Phase turn of tone `t` from sub-block `k - 1` to `k` (radians; its frequency error).
