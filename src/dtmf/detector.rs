@@ -984,7 +984,8 @@ impl Detector {
     /// Whether the pair `r`, `c` of the 10 ms window ending at sub-block `k` (followed with
     /// the turns `turn_r`, `turn_c`) sits where a key could put it:
     /// * each tone within [`MASK_MAX_DEV`] of its key's frequency. Music and speech fill a
-    ///   bin from its skirt with a partial 5 to 7 % off (a note at 1140 Hz against 1209);
+    ///   bin from its skirt with a partial well off it (a chord's partial near 1120 Hz reads
+    ///   5 to 7 % under 1209, from one sub-block to the next);
     /// * and not an octave: the column at twice the row within [`OCTAVE_HZ`], over 20 ms.
     ///   A held note and its second harmonic (785 + 1571 Hz reads as 770 + 1633) is one
     ///   periodic sound; no key pair is within 4 % of 2:1 (1.917 and 2.119 are nearest), and
