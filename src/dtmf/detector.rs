@@ -69,6 +69,11 @@ fn weak_share(pr: f32, pc: f32, total: f32) -> f32 {
     }
 }
 
+/// Frequency offset in Hz of a phase turn of `turn` radians per sub-block.
+fn turn_hz(turn: f32) -> f32 {
+    turn * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32)
+}
+
 /// `power` of tone `t`, read by [`Detector::tracked_power`] following `turn` per sub-block,
 /// with each 5 ms bin's loss at that frequency offset undone (a tone 5 % off 1633 Hz keeps
 /// only 0.6 of its power in a 5 ms bin); nothing is undone beyond [`FLAT_MAX_DEV`]. Only
@@ -79,7 +84,7 @@ fn flat_power(power: f32, turn: Cpx, t: usize) -> f32 {
     // SUB-sample rectangular window keeps sin(theta/2) / (SUB sin(theta/(2 SUB))) of a
     // tone's amplitude that far off.
     let theta = turn.arg();
-    let df = theta.abs() * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32);
+    let df = turn_hz(theta.abs());
     if df > FLAT_MAX_DEV * BANK_HZ[t] || theta.abs() < 1e-3 {
         return power;
     }
@@ -624,10 +629,7 @@ impl Detector {
                 self.gate_turn = turn;
                 // ... and sits where a keypad puts it: within the reporting tolerance, so a
                 // vowel holding two harmonics a few percent off a pair does not build a run.
-                let on_key = |t: f32, tone: usize| {
-                    t.abs() * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32)
-                        <= self.th.dev * BANK_HZ[tone]
-                };
+                let on_key = |t: f32, tone: usize| turn_hz(t.abs()) <= self.th.dev * BANK_HZ[tone];
                 let steady = wrap(turn.0 - prev_turn.0).abs() < TURN_STEADY
                     && wrap(turn.1 - prev_turn.1).abs() < TURN_STEADY
                     && on_key(turn.0, r)
@@ -992,8 +994,7 @@ impl Detector {
     ///   a key with one tone 3.5 or 5 % off, as the leak battery has them, stays 9 Hz or
     ///   more from it.
     fn keyed(&self, k: u64, r: usize, c: usize, turn_r: Cpx, turn_c: Cpx) -> bool {
-        let hz =
-            |u: Cpx| u.im.atan2(u.re) * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32);
+        let hz = |u: Cpx| turn_hz(u.arg());
         if hz(turn_r).abs() > MASK_MAX_DEV * BANK_HZ[r]
             || hz(turn_c).abs() > MASK_MAX_DEV * BANK_HZ[c]
         {
@@ -1344,10 +1345,7 @@ impl Detector {
             }
         };
         // The pair's frequency over the last sub-block, from its phase turn.
-        let dev = |t: usize| {
-            (self.turn(k, t) * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32) / BANK_HZ[t])
-                .abs()
-        };
+        let dev = |t: usize| (turn_hz(self.turn(k, t)) / BANK_HZ[t]).abs();
         let dev = dev(r).max(dev(c));
         let fresh = self.amp(k - 1, r, c) < SPEC_FRESH * self.amp(k, r, c);
         // (a) The same steady pair has held for 10 ms already (a key press with speech
