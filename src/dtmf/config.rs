@@ -24,6 +24,13 @@ pub struct DetectorConfig {
     /// hair do it with one strong partial (a reverse twist of 4.6 to 5.1 dB and 60 to 62 %
     /// of the window, on the 48 kHz path); a key press at that twist holds nearly all of it.
     pub twisted_min_energy_ratio: f32,
+    /// Share of its window a pair must hold for one strict window to declare the digit
+    /// without waiting for the next (the pair must also stand 10 dB above the rest of each
+    /// group, sit within 1 % of its keys and within Q.24's twist, and the tone must have
+    /// lasted `min_report_ms`). Opus at 16 kbit/s builds a tone up over its first 25 ms, so
+    /// its first strict window can come 30 ms in; the second would come after 40 ms. Above
+    /// 1, every digit waits for a second window.
+    pub single_window_energy_ratio: f32,
     /// How far the strongest tone of each group must stand above the others of its group, dB.
     pub min_relative_peak_db: f32,
     /// Largest accepted second-harmonic level relative to the high-group tone, dB.
@@ -43,6 +50,7 @@ impl Default for DetectorConfig {
             max_freq_dev: 0.026,
             min_energy_ratio: 0.6,
             twisted_min_energy_ratio: 0.7,
+            single_window_energy_ratio: 0.75,
             min_relative_peak_db: 6.0,
             max_second_harmonic_db: -8.0,
             min_report_ms: 25.0,
@@ -62,6 +70,7 @@ impl DetectorConfig {
             max_freq_dev: 0.06,
             min_energy_ratio: 0.35,
             twisted_min_energy_ratio: 0.35,
+            single_window_energy_ratio: 0.35,
             min_relative_peak_db: 2.0,
             max_second_harmonic_db: 20.0,
             min_report_ms: 12.0,

@@ -2,9 +2,9 @@
 //!
 //! Two verdicts come out of every 5 ms sub-block:
 //! * **strict** (reporting): a 20 ms window must pass the Q.24-style level, twist,
-//!   relative-peak, energy-ratio, frequency-error and second-harmonic tests, twice in a row,
-//!   and the tone's estimated duration must reach `min_report_ms`. Only then is a digit
-//!   declared.
+//!   relative-peak, energy-ratio, frequency-error and second-harmonic tests, twice in a row
+//!   (once if that window is clean: see `single_window_energy_ratio`), and the tone's
+//!   estimated duration must reach `min_report_ms`. Only then is a digit declared.
 //! * **weak** (masking): a 10 ms window whose energy sits mostly in one row and one column
 //!   frequency (followed in frequency, measured above the background noise, at any plausible
 //!   twist) passes a gate unless a second voice shows (another row/column or a second
@@ -37,6 +37,13 @@ use crate::signal::power_for_dbm0;
 /// pair must hold `twisted_min_energy_ratio` of its window.
 const Q24_NORMAL_TWIST: f32 = 6.309_573;
 const Q24_REVERSE_TWIST: f32 = 2.511_886;
+
+/// A strict window declares a digit on its own (without the next window) only if its pair
+/// holds `single_window_energy_ratio` of it and also stands this far above the rest of each
+/// group (10 dB) and within this fraction of its keys' frequencies (1 %). The slow tones
+/// of Opus at 16 kbit/s pass their first strict window at 12 to 18 dB and 0.1 to 0.7 %.
+const CLEAN_REL_PEAK: f32 = 10.0;
+const CLEAN_DEV: f32 = 0.01;
 
 /// Per-sub-block growth of the background estimate: 5 dB per second.
 const FLOOR_RISE: f32 = 1.005_773;
@@ -259,6 +266,7 @@ struct Thresholds {
     dev: f32,
     ratio: f32,
     twisted_ratio: f32,
+    single_ratio: f32,
     rel_peak: f32,
     harmonic: f32,
     min_report: f64,
@@ -297,6 +305,7 @@ impl Thresholds {
             dev: d.max_freq_dev,
             ratio: d.min_energy_ratio,
             twisted_ratio: d.twisted_min_energy_ratio.max(d.min_energy_ratio),
+            single_ratio: d.single_window_energy_ratio.max(d.min_energy_ratio),
             rel_peak: db(d.min_relative_peak_db),
             harmonic: db(d.max_second_harmonic_db),
             min_report: d.min_report_ms as f64 * ms,
@@ -1097,6 +1106,7 @@ impl Detector {
                     streak: 1,
                     reported: false,
                 });
+                self.report_if_due(k, strict, emit);
             }
             return;
         };
@@ -1135,19 +1145,55 @@ impl Detector {
                 return;
             }
         }
+        self.tone = Some(t);
+        self.report_if_due(k, strict, emit);
+    }
+
+    /// Declare the current tone at sub-block `k` once its strict windows have passed twice
+    /// in a row, or once if that window is clean, and it has lasted `min_report`.
+    fn report_if_due<F: FnMut(DetectorEvent)>(
+        &mut self,
+        k: u64,
+        strict: Option<Digit>,
+        emit: &mut F,
+    ) {
+        let Some(mut t) = self.tone else { return };
         if !t.reported
             && strict == Some(t.digit)
-            && t.streak >= 2
+            && (t.streak >= 2 || (t.streak == 1 && self.clean(k, t.r, t.c)))
             && t.on_end - t.onset >= self.th.min_report
         {
             t.reported = true;
             emit(DetectorEvent::Digit {
                 digit: Redacted::new(t.digit),
                 onset: t.onset,
-                at: end as u64,
+                at: (k + 1) * SUB as u64,
             });
+            self.tone = Some(t);
         }
-        self.tone = Some(t);
+    }
+
+    /// Whether the strict window ending at sub-block `k` is clean enough to stand on its own.
+    fn clean(&self, k: u64, r: usize, c: usize) -> bool {
+        let (_, p, mean) = self.window(k, 4);
+        if p[r] + p[c] < self.th.single_ratio * mean
+            || p[c] > Q24_NORMAL_TWIST * p[r]
+            || p[r] > Q24_REVERSE_TWIST * p[c]
+        {
+            return false;
+        }
+        for i in 0..4 {
+            if (i != r && p[r] < CLEAN_REL_PEAK * p[i])
+                || (4 + i != c && p[c] < CLEAN_REL_PEAK * p[4 + i])
+            {
+                return false;
+            }
+        }
+        [r, c].into_iter().all(|t| {
+            let a = self.sb(k - 3).c[t].plus(self.sb(k - 2).c[t]);
+            let b = self.sb(k - 1).c[t].plus(self.sb(k).c[t]);
+            turn_hz(b.mul_conj(a).arg()).abs() / 2.0 <= CLEAN_DEV * BANK_HZ[t]
+        })
     }
 
     fn end_tone<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
@@ -1501,6 +1547,52 @@ mod tests {
             });
         }
         n
+    }
+
+    /// The sample at which `cfg` declares '5' (770 + 1336 Hz for 100 ms, -10 dBm0 per tone),
+    /// with a third partial on 852 Hz `other_db` below each tone throughout. The tone starts
+    /// 16 ms before a sub-block boundary, so the first window that passes the strict energy
+    /// ratio is the one 80 % filled.
+    fn declared_at(cfg: &DetectorConfig, other_db: Option<f64>) -> Option<u64> {
+        let mut x = vec![0.0; 4000];
+        let start = 1760 - 128;
+        add_sine(&mut x, RATE, start, 800, 770.0, -10.0, 0.3);
+        add_sine(&mut x, RATE, start, 800, 1336.0, -10.0, 1.1);
+        if let Some(d) = other_db {
+            add_sine(&mut x, RATE, start, 800, 852.0, -10.0 - d, 2.0);
+        }
+        let mut det = Detector::new(cfg, &MaskConfig::default(), false);
+        let mut at = None;
+        for f in to_i16(&x).chunks(160) {
+            det.process(f, &mut |ev| {
+                if let DetectorEvent::Digit { at: a, .. } = ev {
+                    at.get_or_insert(a);
+                }
+            });
+        }
+        at
+    }
+
+    /// A clean strict window declares the digit on its own; one whose pair stands less
+    /// than 10 dB above another row waits for the next window, as every window does when
+    /// `single_window_energy_ratio` is above 1.
+    #[test]
+    fn a_clean_window_declares_at_once_and_a_cluttered_one_waits_for_the_next() {
+        // Duration is not what holds the report back here.
+        let cfg = DetectorConfig {
+            min_report_ms: 15.0,
+            ..DetectorConfig::default()
+        };
+        let never = DetectorConfig {
+            single_window_energy_ratio: 1.5,
+            ..cfg
+        };
+        let clean = declared_at(&cfg, None).unwrap();
+        assert_eq!(declared_at(&never, None).unwrap(), clean + SUB as u64);
+        // 8 dB: within the strict 6 dB relative peak, short of the clean 10 dB.
+        let cluttered = declared_at(&cfg, Some(8.0)).unwrap();
+        assert_eq!(cluttered, declared_at(&never, Some(8.0)).unwrap());
+        assert_eq!(cluttered, clean + SUB as u64);
     }
 
     /// 300 ms of two pure partials from 100 ms in: `lo` Hz 6 dB above `hi` Hz.
