@@ -225,9 +225,9 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 
 /// Share of a corpus the 48 kHz path may mask, with no codec or through Opus. BRIEF 2.2:
 /// under 0.1 %. NOT MET (issue 4): with 20 ms of look-ahead English and French speech stay
-/// under it (0.035 to 0.064 %), Italian speech does not (0.111 to 0.130 %), nor the hold
-/// music (0.373 to 0.409 %: held notes, as on the 8 kHz path as 16-bit PCM; 0.728 to
-/// 0.761 % before `Detector::keyed`); 10 ms: 0.103 to 0.648 %; none: 0.64 to 3.35 %. The
+/// under it (0.036 to 0.064 %), Italian speech does not (0.112 to 0.130 %), nor the hold
+/// music (0.374 to 0.411 %: held notes, as on the 8 kHz path as 16-bit PCM; 0.728 to
+/// 0.761 % before `Detector::keyed`); 10 ms: 0.104 to 0.651 %; none: 0.64 to 3.37 %. The
 /// 89.5 s fixture of `tests/leak.rs` meets 0.1 % at 20 ms on this path; these hours do not.
 /// Bounded at what was measured, rounded up.
 #[cfg(feature = "opus")]
