@@ -216,24 +216,26 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
         run_pipeline::<i16>(pcm48_config(la), xin.clone(), &mut log);
         let share = masked_samples(&log) as f64 / xin.len() as f64 * 100.0;
         line += &format!(" {share:.3} % at {la} ms");
-        if share >= share_limit_48k(la) {
+        if share >= share_limit_48k(name, la) {
             failures.push(format!("{name} {leg} la={la}: {share:.3} % masked"));
         }
     }
     (line, failures)
 }
 
-/// Share of a corpus the 48 kHz path may mask, with no codec or through Opus. BRIEF 2.2:
-/// under 0.1 %. NOT MET (issue 4): with 20 ms of look-ahead English and French speech stay
-/// under it (0.036 to 0.064 %), Italian speech does not (0.112 to 0.130 %), nor the hold
-/// music (0.374 to 0.411 %: held notes, as on the 8 kHz path as 16-bit PCM; 0.728 to
-/// 0.761 % before `Detector::keyed`); 10 ms: 0.104 to 0.651 %; none: 0.64 to 3.37 %. The
-/// 89.5 s fixture of `tests/leak.rs` meets 0.1 % at 20 ms on this path; these hours do not.
-/// Bounded at what was measured, rounded up.
+/// Share of corpus `name` the 48 kHz path may mask, with no codec or through Opus. BRIEF
+/// 2.2: under 0.1 %. Met by speech with 20 ms of look-ahead (English 0.018 to 0.033 %, French
+/// 0.026 to 0.038 %, Italian 0.086 to 0.096 %; Italian was 0.112 to 0.130 % before the
+/// one-more-pure-sub-block confirmation asked for a pair within 2 % of its keys). NOT MET
+/// (issue 4) by the hold music (0.287 to 0.353 %: held notes, as on the 8 kHz path as 16-bit
+/// PCM; 0.728 to 0.761 % before `Detector::keyed`), nor by anything with less look-ahead
+/// (10 ms: 0.104 to 0.651 %; none: 0.64 to 3.37 %). Bounded at what was measured, rounded
+/// up.
 #[cfg(feature = "opus")]
-fn share_limit_48k(lookahead_ms: u32) -> f64 {
+fn share_limit_48k(name: &str, lookahead_ms: u32) -> f64 {
     match lookahead_ms {
-        20.. => 0.45,
+        20.. if name.starts_with("speech") => 0.1,
+        20.. => 0.4,
         10..20 => 0.7,
         _ => 3.5,
     }
