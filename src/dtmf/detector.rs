@@ -217,13 +217,16 @@ const SPARE_RESUME: u64 = 2;
 /// span: 8.75 ms, inside BRIEF 2.2's 10 ms beside a tone.
 const SPARE_EDGE: f32 = 0.45;
 
-/// On the Opus path a pair held for confirmation is confirmed by one more pure sub-block only
-/// within this fraction of its keys (2 %; the masker's own bound is 6 %). A key press needs
-/// that rule where a short tone fades in the window over its end, and sits on its keys;
-/// held vowels and notes that pass it mostly do not. With it at 6 % the 48 kHz path masked
-/// 0.112 to 0.130 % of the Italian prompts and 0.374 to 0.411 % of the hold music at 20 ms
-/// look-ahead; at 2 %, 0.086 to 0.096 % and 0.287 to 0.353 %, every leak figure unchanged.
-const CONFIRM_PURE_DEV: f32 = 0.02;
+/// The Opus path's two rules that mask on a verdict weaker than the masker's own (a held pair
+/// confirmed by one more pure sub-block, and a mask resumed on its pair within
+/// `SPARE_RESUME`) apply only within this fraction of the keys (2 %; the masker's own bound
+/// is 6 %). The key presses that need them (a short tone fading in the window over its end,
+/// a tone the codec let sink for 10 ms) sit on their keys; held vowels and notes that pass
+/// them mostly do not. With both at 6 % the 48 kHz path masked 0.112 to 0.130 % of the
+/// Italian prompts and 0.374 to 0.411 % of the hold music at 20 ms look-ahead; with the first
+/// at 2 %, 0.086 to 0.096 % and 0.287 to 0.353 %; with both, 0.078 to 0.083 % and 0.262 to
+/// 0.306 %. Every leak figure, on every seed of the battery, stayed as it was.
+const SPARE_ON_KEY_DEV: f32 = 0.02;
 
 /// What the detector tells its driver. Times are in samples at 8 kHz since the stream began.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -682,15 +685,15 @@ impl Detector {
             // takes in its end, and would otherwise never be confirmed at all. Not at 8 kHz,
             // where G.711 keeps a short tone whole and music would pay for it (0.114 % of
             // the hold music masked at 20 ms look-ahead when tried, against 0.1 %). Only for a
-            // pair within CONFIRM_PURE_DEV of its keys: speech and music pass this test far
+            // pair within SPARE_ON_KEY_DEV of its keys: speech and music pass this test far
             // more often than key presses need it (see the constant).
             // On the Opus path with look-ahead to spare, a tone the codec dropped for a
             // sub-block or two after its mask ended, back at strength on the same pair, is
             // masked again even where a voice-like verdict is all the weak test gives: SILK
             // at 16 kbit/s lets a tone over dial tone sink to 15 % fill for 10 ms, and 6 ms of
-            // its tail then left unmasked. Only where the pair sits where a key could put it:
-            // a held note with its octave otherwise resumed its mask every fourth sub-block
-            // for as long as it was held.
+            // its tail then left unmasked. Only where the pair sits where a key could put it
+            // (a held note with its octave otherwise resumed its mask every fourth sub-block
+            // for as long as it was held), and within SPARE_ON_KEY_DEV of its keys.
             (None, Weak::Pure(r, c, _) | Weak::Gate(r, c, _) | Weak::Voiced(r, c, _))
                 if self.spare()
                     && !self.mask.active
@@ -698,6 +701,7 @@ impl Detector {
                     && self.mask_seen > 0
                     && k <= self.mask_seen + SPARE_RESUME
                     && near((self.mask.r, self.mask.c), (r, c))
+                    && self.on_key(k, r, c, SPARE_ON_KEY_DEV)
                     && self.keyed_now(k, r, c)
                     && self.fill(
                         k,
@@ -714,7 +718,7 @@ impl Detector {
                     && self
                         .held
                         .is_some_and(|(q, since)| near(q, (r, c)) && since + 1 == k)
-                    && self.on_key(k, r, c, CONFIRM_PURE_DEV) =>
+                    && self.on_key(k, r, c, SPARE_ON_KEY_DEV) =>
             {
                 self.held.map(|(q, _)| q)
             }
