@@ -42,7 +42,7 @@ const Q24_REVERSE_TWIST: f32 = 2.511_886;
 /// A strict window declares a digit on its own (without the next window) only if its pair
 /// holds `single_window_energy_ratio` of it and also stands this far above the rest of each
 /// group (10 dB) and within this fraction of its keys' frequencies (1 %). The slow tones
-/// of Opus at 16 kbit/s pass their first strict window at 12 to 18 dB and 0.1 to 0.7 %.
+/// of Opus at 16 kbit/s pass their first strict window at 12 to 24 dB and 0.1 to 0.7 %.
 const CLEAN_REL_PEAK: f32 = 10.0;
 const CLEAN_DEV: f32 = 0.01;
 
@@ -827,13 +827,8 @@ impl Detector {
         if p[c] > th.norm_twist * p[r] || p[r] > th.rev_twist * p[c] {
             return None;
         }
-        for i in 0..4 {
-            if i != r && p[r] < th.rel_peak * p[i] {
-                return None;
-            }
-            if 4 + i != c && p[c] < th.rel_peak * p[4 + i] {
-                return None;
-            }
+        if !Self::clear_by(&p, r, c, th.rel_peak) {
+            return None;
         }
         // Below the energy ratio, a pair may still pass if it is steady and stands well clear
         // (`steady_min_energy_ratio`); its frequency is held to STEADY_DEV below.
@@ -854,16 +849,13 @@ impl Detector {
         if known {
             return Digit::from_row_col(r, c - 4);
         }
-        // Frequency error from the phase turn between the window's two halves.
-        for t in [r, c] {
-            let a = self.sb(k - 3).c[t].plus(self.sb(k - 2).c[t]);
-            let b = self.sb(k - 1).c[t].plus(self.sb(k).c[t]);
-            let df =
-                b.mul_conj(a).arg() * RATE as f32 / (2.0 * std::f32::consts::PI * (2 * SUB) as f32);
-            if df.abs() > th.dev * BANK_HZ[t] || (steady_only && df.abs() > STEADY_DEV * BANK_HZ[t])
-            {
-                return None;
-            }
+        let dev = if steady_only {
+            th.dev.min(STEADY_DEV)
+        } else {
+            th.dev
+        };
+        if !self.on_key_20ms(k, r, c, dev) {
+            return None;
         }
         // Second harmonic of the high-group tone (speech has one, a key press does not).
         if th.harmonic < 1e3 {
@@ -884,12 +876,8 @@ impl Detector {
         if p[r] + p[c] < self.th.steady_ratio * mean {
             return false;
         }
-        for i in 0..4 {
-            if (i != r && p[r] < STEADY_PEAK * p[i])
-                || (4 + i != c && p[c] < STEADY_PEAK * p[4 + i])
-            {
-                return false;
-            }
+        if !Self::clear_by(p, r, c, STEADY_PEAK) {
+            return false;
         }
         let (mut lo, mut hi) = (f32::MAX, 0.0f32);
         for j in k - 3..=k {
@@ -1248,17 +1236,23 @@ impl Detector {
         {
             return false;
         }
-        for i in 0..4 {
-            if (i != r && p[r] < CLEAN_REL_PEAK * p[i])
-                || (4 + i != c && p[c] < CLEAN_REL_PEAK * p[4 + i])
-            {
-                return false;
-            }
-        }
+        Self::clear_by(&p, r, c, CLEAN_REL_PEAK) && self.on_key_20ms(k, r, c, CLEAN_DEV)
+    }
+
+    /// Whether row `r` and column `c` each stand `ratio` (a power ratio) above every other
+    /// tone of their group in the window powers `p`.
+    fn clear_by(p: &[f32; TONES], r: usize, c: usize, ratio: f32) -> bool {
+        (0..4).all(|i| i == r || p[r] >= ratio * p[i])
+            && (4..8).all(|i| i == c || p[c] >= ratio * p[i])
+    }
+
+    /// Whether both tones of the 20 ms window ending at `k` sit within `dev` (a fraction) of
+    /// their keys, their frequency error read from the phase turn between its two halves.
+    fn on_key_20ms(&self, k: u64, r: usize, c: usize, dev: f32) -> bool {
         [r, c].into_iter().all(|t| {
             let a = self.sb(k - 3).c[t].plus(self.sb(k - 2).c[t]);
             let b = self.sb(k - 1).c[t].plus(self.sb(k).c[t]);
-            turn_hz(b.mul_conj(a).arg()).abs() / 2.0 <= CLEAN_DEV * BANK_HZ[t]
+            turn_hz(b.mul_conj(a).arg()).abs() / 2.0 <= dev * BANK_HZ[t]
         })
     }
 
