@@ -103,7 +103,7 @@ fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
 
 /// Most milliseconds a masked span may reach before and after the tone it covers (BRIEF 2.2:
 /// 10 on each side). NOT MET through Opus in white noise beyond the acceptance limits
-/// (S/N 12 and 6 dB, referred to the 0 to 4 kHz band; issue 4): spans reach up to 11.2 ms
+/// (S/N 12 and 6 dB, referred to the 0 to 4 kHz band; issue 4): spans reach up to 11.4 ms
 /// after a tone at every bit rate and look-ahead, and once 20.9 ms before one (24 kbit/s, no
 /// look-ahead, S/N 12 dB, a frame tail masked speculatively); the codec spreads the noisy
 /// tone's energy past its edges. Every other family keeps the 10 ms bound through Opus.
