@@ -231,14 +231,15 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 /// (issue 4) by the hold music (0.135 to 0.169 %: held notes, as on the 8 kHz path as 16-bit
 /// PCM; 0.262 to 0.306 % before `Detector::keyed` judged a pair held 40 ms on its 40 ms
 /// reading, 0.728 to 0.761 % before it existed), nor by anything with less look-ahead
-/// (10 ms: 0.097 to 0.378 %; none: 0.64 to 3.37 %). Bounded at what was measured, rounded
-/// up.
+/// (10 ms: 0.097 to 0.378 %; none: 0.53 to 2.23 %, 0.64 to 3.37 % before the resampled
+/// path's frame-end rule asked for a keypad's frequency). Bounded at what was measured,
+/// rounded up.
 #[cfg(feature = "opus")]
 fn share_limit_48k(name: &str, lookahead_ms: u32) -> f64 {
     match lookahead_ms {
         20.. if name.starts_with("speech") => 0.1,
         20.. => 0.2,
         10..20 => 0.45,
-        _ => 3.5,
+        _ => 2.5,
     }
 }

@@ -457,8 +457,8 @@ impl Detector {
     /// resampler's filter rings ahead of a tone and its output arrives in chunks that do not
     /// end where the caller's frames do, so the frame-end rules that are tuned on 8 kHz audio
     /// (masking no more than the 5 ms residual needs, and a tone begun in the last sub-block)
-    /// over-mask there; such a stream keeps the plainer rule: a fairly pure tail is masked
-    /// back to its onset.
+    /// over-mask there; such a stream keeps the plainer rule: a fairly pure tail at a
+    /// keypad's frequency is masked back to its onset.
     pub fn for_resampled_input(mut self) -> Self {
         self.resampled = true;
         self
@@ -1487,7 +1487,16 @@ impl Detector {
         let held = self.gate_run.0 == (r, c) && self.gate_run.1 >= SPEC_RUN;
         if self.resampled {
             let voiced = matches!(self.last_weak, Weak::Voiced(..));
-            if held || !voiced && ratio2 >= self.th.spec_ratio_10ms || share5 >= self.th.spec_ratio
+            // The resampled path is fed (and speculates) every 5 ms, four times per frame,
+            // and masks back to the onset: it asks the 8 kHz rule's frequency check too (a
+            // keypad's frequency unless the pair has just risen). The hold music on the 48 kHz
+            // path lost 3.37 % without it, 2.10 % with; the leak battery's residuals stayed
+            // within their bounds on every seed.
+            let keyish = fresh || dev <= SPEC_MAX_DEV;
+            if held
+                || keyish
+                    && (!voiced && ratio2 >= self.th.spec_ratio_10ms
+                        || share5 >= self.th.spec_ratio)
             {
                 let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
                 let from = self.mask_onset(k, r, c, ref_amp, ref_e);
