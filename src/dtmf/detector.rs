@@ -1749,9 +1749,6 @@ mod tests {
         to_i16(&x)
     }
 
-    /// A held note with its octave (785 + 1570 Hz reads as 770 + 1633) is not masked, nor
-    /// a partial 7 % off its key; a key with one tone 3.5 or 5 % off, each within 11 Hz of
-    /// the same 2:1 relation, is.
     /// A chord's partial 6.2 to 6.4 % under 1209 Hz beside 933 Hz, beating against a third
     /// partial that swings its 10 ms reading inside 6 %: once held 40 ms it is judged on its
     /// 40 ms reading and no longer masked (before, it was masked for most of its second).
@@ -1793,6 +1790,10 @@ mod tests {
             );
         }
     }
+
+    /// A held note with its octave (785 + 1570 Hz reads as 770 + 1633) is not masked, nor
+    /// a partial 7 % off its key; a key with one tone 3.5 or 5 % off, each within 11 Hz of
+    /// the same 2:1 relation, is.
     #[test]
     fn a_note_with_its_octave_is_not_masked_but_an_off_frequency_key_is() {
         for la in [80, 160] {
