@@ -92,6 +92,12 @@ fn turn_hz(turn: f32) -> f32 {
     turn * RATE as f32 / (2.0 * std::f32::consts::PI * SUB as f32)
 }
 
+/// Whether tone `t`, followed with the turn `u` per sub-block, sits within `dev` (a fraction)
+/// of its key's frequency.
+fn near_key(u: Cpx, t: usize, dev: f32) -> bool {
+    turn_hz(u.arg()).abs() <= dev * BANK_HZ[t]
+}
+
 /// `power` of tone `t`, read by [`Detector::tracked_power`] following `turn` per sub-block,
 /// with each 5 ms bin's loss at that frequency offset undone (a tone 5 % off 1633 Hz keeps
 /// only 0.6 of its power in a 5 ms bin); nothing is undone beyond [`FLAT_MAX_DEV`]. Only
@@ -705,8 +711,7 @@ impl Detector {
                     && self.mask_seen > 0
                     && k <= self.mask_seen + SPARE_RESUME
                     && near((self.mask.r, self.mask.c), (r, c))
-                    && self.on_key(k, r, c, SPARE_ON_KEY_DEV)
-                    && self.keyed_now(k, r, c)
+                    && self.keyed_now(k, r, c, SPARE_ON_KEY_DEV)
                     && self.fill(
                         k,
                         self.mask.r,
@@ -1059,9 +1064,8 @@ impl Detector {
     /// silence before it read under 4 Hz where the 20 ms one did not.
     fn keyed(&self, k: u64, r: usize, c: usize, turn_r: Cpx, turn_c: Cpx) -> bool {
         let hz = |u: Cpx| turn_hz(u.arg());
-        let off_key = |ur: Cpx, uc: Cpx| {
-            hz(ur).abs() > MASK_MAX_DEV * BANK_HZ[r] || hz(uc).abs() > MASK_MAX_DEV * BANK_HZ[c]
-        };
+        let off_key =
+            |ur: Cpx, uc: Cpx| !(near_key(ur, r, MASK_MAX_DEV) && near_key(uc, c, MASK_MAX_DEV));
         if off_key(turn_r, turn_c) {
             return false;
         }
@@ -1095,17 +1099,18 @@ impl Detector {
     /// Whether both tones of the 10 ms window ending at `k`, followed in frequency, sit
     /// within `dev` (a fraction) of their keys.
     fn on_key(&self, k: u64, r: usize, c: usize, dev: f32) -> bool {
-        [r, c].into_iter().all(|t| {
-            let (_, u) = self.tracked_power(k, 2, t);
-            turn_hz(u.arg()).abs() <= dev * BANK_HZ[t]
-        })
+        [r, c]
+            .into_iter()
+            .all(|t| near_key(self.tracked_power(k, 2, t).1, t, dev))
     }
 
-    /// [`keyed`](Self::keyed) for the 10 ms window ending at `k`, following the pair afresh.
-    fn keyed_now(&self, k: u64, r: usize, c: usize) -> bool {
+    /// [`keyed`](Self::keyed) for the 10 ms window ending at `k`, following the pair afresh,
+    /// with both tones also within `dev` (a fraction, under [`MASK_MAX_DEV`]) of their keys
+    /// (as [`on_key`](Self::on_key) asks, on the same reading).
+    fn keyed_now(&self, k: u64, r: usize, c: usize, dev: f32) -> bool {
         let (_, turn_r) = self.tracked_power(k, 2, r);
         let (_, turn_c) = self.tracked_power(k, 2, c);
-        self.keyed(k, r, c, turn_r, turn_c)
+        near_key(turn_r, r, dev) && near_key(turn_c, c, dev) && self.keyed(k, r, c, turn_r, turn_c)
     }
 
     /// Phase turn of tone `t` from sub-block `k - 1` to `k` (radians; its frequency error).
