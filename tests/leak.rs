@@ -67,9 +67,9 @@ enum Check {
     /// Another seed of the same battery (tones placed and noise drawn anew), run to find what
     /// one seed's figures hide. Asserted: no decoder finds a digit where a tone of 16 ms or
     /// more was, and no more of a tone is left than [`sweep_residual_limit`]; masked spans
-    /// are printed, not bounded (over seeds 1 to 6 they reach 26.5 ms before a tone in noise
-    /// and 12 to 16 ms beside clean tones through Opus at every bit rate, 10.2 ms in noise
-    /// at 8 kHz: NOT MET, issue 4).
+    /// are printed, not bounded (over seeds 1 to 6 they reach 23.4 ms before a tone in noise
+    /// and 12 to 16 ms beside clean tones through Opus at every bit rate, 12.4 ms before a
+    /// tone in noise at S/N 6 dB at 8 kHz: NOT MET, issue 4).
     Sweep,
 }
 

@@ -91,7 +91,8 @@ impl DetectorConfig {
 /// Thresholds for masking. Deliberately weaker than [`DetectorConfig`]: anything a decoder
 /// could take for a key press is removed. The energy ratios compare the two strongest
 /// frequencies (followed in frequency, so tones a few percent off count in full) with the
-/// window's power above the background noise.
+/// window's power (above a steady background, on the Opus path with less than 20 ms of
+/// look-ahead only).
 ///
 /// A 10 ms window passes the gate when it is pure enough and no other row or column holds
 /// more than leakage; it is then masked if it is very pure (short tones) or if the 20 ms

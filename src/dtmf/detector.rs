@@ -7,11 +7,12 @@
 //!   may hold less of its window: see `steady_min_energy_ratio`), and the tone's
 //!   estimated duration must reach `min_report_ms`. Only then is a digit declared.
 //! * **weak** (masking): a 10 ms window whose energy sits mostly in one row and one column
-//!   frequency (followed in frequency, measured above the background noise, at any plausible
-//!   twist) passes a gate unless a second voice shows (another row/column or a second
-//!   harmonic). It is masked when it is very pure, when its 20 ms surroundings are pure too,
-//!   or when the same pair has held for 20 ms at a steady frequency within the reporting
-//!   tolerance (a key press with speech underneath). Each of these also asks that the weaker
+//!   frequency (followed in frequency, at any plausible twist; on the Opus path with less
+//!   than 20 ms of look-ahead measured above a steady background) passes a gate unless a
+//!   second voice shows (another row/column or a second harmonic). It is masked when it is
+//!   very pure, when its 20 ms surroundings are pure too, or when the same pair has held for
+//!   20 ms at a steady frequency within the reporting tolerance (a key press with speech
+//!   underneath). Each of these also asks that the weaker
 //!   tone hold a good share of what is left once the stronger one is taken out: a key press
 //!   leaves little else, speech and music that look pure mostly owe it to one strong partial.
 //!   Before any of that, the pair must sit where a key could put it: both tones within 6 % of
@@ -58,6 +59,22 @@ const STEADY_AMP: f32 = 0.8;
 
 /// Per-sub-block growth of the background estimate: 5 dB per second.
 const FLOOR_RISE: f32 = 1.005_773;
+/// The background estimate never stays below the quietest sub-block of the last
+/// `FLOOR_BLOCKS` blocks of `FLOOR_BLOCK_SUBS` sub-blocks (8 x 250 ms).
+const FLOOR_BLOCKS: usize = 8;
+const FLOOR_BLOCK_SUBS: u64 = 50;
+/// The background is steady (noise, dial tone) when the 10 ms windows around which nothing
+/// looked like a tone for 30 ms keep their power within this much (natural log: 1.5 dB) of
+/// its running level. White noise's 10 ms power stays within it 19 times in 20, hold music
+/// moves from note to note.
+const STEADY_BAND: f32 = 0.35;
+/// Weight of each such window in the running level (about 100 ms of background).
+const STEADY_LEVEL_EMA: f32 = 0.05;
+/// Weight of each such window in the share of them within [`STEADY_BAND`] (about 50 ms).
+const STEADY_SHARE_EMA: f32 = 0.1;
+/// Share of background windows within [`STEADY_BAND`] for the background to count as steady
+/// (8 in 10: a tone train's edges still let some through).
+const STEADY_SHARE: f32 = 0.8;
 /// A window must carry this many times the background power before the background is
 /// subtracted from it (4 dB).
 const FLOOR_MARGIN: f32 = 2.5;
@@ -406,10 +423,19 @@ pub struct Detector {
     speculate: bool,
     /// Fed by a resampler (see [`Detector::for_resampled_input`]).
     resampled: bool,
-    /// Background power per sample (minimum-tracking: drops at once, rises 5 dB/s).
+    /// Background power per sample (see [`Detector::track_floor`]).
     floor: f32,
+    /// Quietest sub-block power of each of the last [`FLOOR_BLOCKS`] blocks, a ring.
+    floor_mins: [f32; FLOOR_BLOCKS],
     /// The weak test's verdict on the latest sub-block.
     last_weak: Weak,
+    /// Whether the background is steady enough to subtract (see [`Detector::note_background`]):
+    /// running log power of the background windows, the share of them near it, whether
+    /// there has been one yet, and which of the last 8 sub-blocks had nothing tone-like.
+    bg_level: f32,
+    bg_steady: f32,
+    bg_seen: bool,
+    bg_quiet: u8,
     /// Goertzel coefficients 2 cos(w) at the column tones' second harmonics.
     harmonic_coeff: [f32; 4],
     /// The pair that passed the weak gate on the latest sub-blocks, and for how many.
@@ -445,7 +471,12 @@ impl Detector {
             speculate,
             resampled: false,
             floor: 0.0,
+            floor_mins: [0.0; FLOOR_BLOCKS],
             last_weak: Weak::No,
+            bg_level: 0.0,
+            bg_steady: 0.0,
+            bg_seen: false,
+            bg_quiet: 0,
             gate_run: ((0, 0), 0),
             gate_turn: (0.0, 0.0),
             confirm: 1,
@@ -577,13 +608,32 @@ impl Detector {
             self.hist[(self.done % HIST as u64) as usize] = sb;
             self.done += 1;
             let e = sb.energy / SUB as f32;
-            self.floor = if self.done == 1 || e < self.floor {
-                e
-            } else {
-                self.floor * FLOOR_RISE
-            };
+            self.track_floor(e);
             self.on_subblock(emit);
         }
+    }
+
+    /// Background power: follows each sub-block's power `e` down at once and rises 5 dB/s,
+    /// but never stays below the quietest sub-block of the last 2 s ([`FLOOR_BLOCKS`]), so
+    /// it comes back within 2 s after digital silence (from 0 a rise by a factor would never
+    /// start, and from a small floor it took 10 s to climb 50 dB).
+    fn track_floor(&mut self, e: f32) {
+        if self.done == 1 {
+            self.floor = e;
+            self.floor_mins = [e; FLOOR_BLOCKS];
+        }
+        let slot = ((self.done - 1) / FLOOR_BLOCK_SUBS) as usize % FLOOR_BLOCKS;
+        if (self.done - 1).is_multiple_of(FLOOR_BLOCK_SUBS) {
+            self.floor_mins[slot] = e;
+        } else {
+            self.floor_mins[slot] = self.floor_mins[slot].min(e);
+        }
+        let recent = self.floor_mins.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+        self.floor = if e < self.floor {
+            e
+        } else {
+            (self.floor * FLOOR_RISE).max(recent)
+        };
     }
 
     fn after_call<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
@@ -646,6 +696,41 @@ impl Detector {
         best
     }
 
+    /// Keep track of whether the background is steady: `quiet` says nothing looked like a tone
+    /// at sub-block `k`. A 10 ms window counts as background once nothing tone-like came for
+    /// 10 ms before it and 15 ms after it (so a tone's edges stay out) and no mask was on.
+    fn note_background(&mut self, k: u64, quiet: bool) {
+        let quiet = quiet && !self.mask.active;
+        self.bg_quiet = (self.bg_quiet << 1) | quiet as u8;
+        if self.bg_quiet & 0x3f != 0x3f || k < 5 {
+            return;
+        }
+        let j = k - 3;
+        let e = (self.sb(j).energy + self.sb(j - 1).energy) / (2 * SUB) as f32;
+        let l = e.max(1.0).ln();
+        if !self.bg_seen {
+            self.bg_level = l;
+            self.bg_seen = true;
+        }
+        let d = l - self.bg_level;
+        self.bg_level += STEADY_LEVEL_EMA * d;
+        let near = if d.abs() < STEADY_BAND { 1.0 } else { 0.0 };
+        self.bg_steady += STEADY_SHARE_EMA * (near - self.bg_steady);
+    }
+
+    /// Whether the weak test measures purity against the power above the background. Only
+    /// on the resampled (Opus) path with less than 20 ms of look-ahead, and only over a
+    /// steady background: SILK at 16 kbit/s fills a tone's first window over dial tone with
+    /// enough of its own noise that the tone would pass only later (13.27 ms of one left at
+    /// 10 ms look-ahead without it), while with 20 ms of look-ahead the mask reaches back to
+    /// the onset anyway and on 8 kHz paths no tone of the leak battery needs it. Over music
+    /// the minimum-tracking background climbs toward the music itself, and subtracting it
+    /// made held notes look pure (hold music lost 0.27 % to masking with 20 ms look-ahead).
+    #[inline]
+    fn subtract_background(&self) -> bool {
+        self.resampled && self.confirm == 1 && self.bg_steady >= STEADY_SHARE
+    }
+
     fn on_subblock<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
         let k = self.done - 1;
         let strict = self.strict_test(k);
@@ -656,6 +741,7 @@ impl Detector {
         } else {
             self.weak_test(k)
         };
+        self.note_background(k, strict.is_none() && matches!(self.last_weak, Weak::No));
         let prev_turn = self.gate_turn;
         self.gate_run = match (strict, self.last_weak) {
             (
@@ -925,7 +1011,7 @@ impl Detector {
         let above = |m: f32| {
             // Only a window clearly above the background has anything to subtract it from;
             // in stationary noise alone this leaves the ratio as it is.
-            if m > FLOOR_MARGIN * self.floor {
+            if self.subtract_background() && m > FLOOR_MARGIN * self.floor {
                 (m - self.floor).max((1.0 - MAX_FLOOR_SHARE) * m)
             } else {
                 m
@@ -949,9 +1035,9 @@ impl Detector {
         if pc > th.m_twist * pr || pr > th.m_twist * pc {
             return Weak::No;
         }
-        // Measure purity against the window's power above the background, so a key press in
-        // steady line noise reads as the pure pair it is; speech pauses keep the background
-        // low, so speech gains nothing from this.
+        // Where the background is subtracted (see `subtract_background`), purity is measured
+        // against the window's power above it, so a key press over dial tone reads as the
+        // pure pair it is.
         let ratio2 = (pr + pc) / above(mean);
         if ratio2 < th.m_onset {
             return Weak::No;
@@ -1894,5 +1980,65 @@ mod tests {
         let (x, a, b) = burst(40, Some((40, 10)));
         let s = spans(&x, 160);
         assert!(covered(&s, a, b), "{s:?}");
+    }
+
+    /// A detector fed `x` in 20 ms frames, as the resampled (Opus) path with no look-ahead
+    /// builds it.
+    fn fed_resampled(x: &[i16]) -> Detector {
+        let mut det = Detector::new(&DetectorConfig::default(), &MaskConfig::default(), true)
+            .for_resampled_input()
+            .with_lookahead(0);
+        for f in x.chunks(160) {
+            det.process(f, &mut |_| {});
+        }
+        det
+    }
+
+    /// Band noise at `dbm0` over `n` samples, after `lead` samples of digital silence.
+    fn noise_after_silence(lead: usize, n: usize, dbm0: f64) -> Vec<i16> {
+        let mut rng = Rng::new(7);
+        let sigma = crate::signal::power_for_dbm0(dbm0).sqrt();
+        let mut x = vec![0.0; lead + n];
+        for v in &mut x[lead..] {
+            *v = sigma * rng.gaussian();
+        }
+        to_i16(&x)
+    }
+
+    /// Digital silence (a mu-law stream's zeros) used to pin the background estimate at 0,
+    /// which then never rose again: whatever came after was measured as if on silence.
+    #[test]
+    fn the_background_estimate_rises_again_after_digital_silence() {
+        let det = fed_resampled(&noise_after_silence(800, 16_000, -30.0));
+        let noise = crate::signal::power_for_dbm0(-30.0) as f32;
+        assert!(det.floor > 0.1 * noise, "{} vs {noise}", det.floor);
+    }
+
+    /// Steady noise is a background worth subtracting on the resampled path with no
+    /// look-ahead; music moving from note to note (levels 6 dB apart every 150 ms) is not,
+    /// and neither path subtracts anything with 20 ms of look-ahead or on 8 kHz input.
+    #[test]
+    fn only_a_steady_background_is_subtracted() {
+        let x = noise_after_silence(800, 8_000, -30.0);
+        assert!(fed_resampled(&x).subtract_background());
+        let mut y = vec![0.0; 8_000];
+        let notes = [
+            (262.0, -20.0),
+            (330.0, -26.0),
+            (392.0, -14.0),
+            (523.0, -32.0),
+        ];
+        for (i, start) in (0..y.len()).step_by(1_200).enumerate() {
+            let (f, db) = notes[i % notes.len()];
+            let len = 1_200.min(y.len() - start);
+            add_sine(&mut y, RATE, start, len, f, db, 0.0);
+            add_sine(&mut y, RATE, start, len, 2.0 * f, db - 6.0, 0.0);
+        }
+        assert!(!fed_resampled(&to_i16(&y)).subtract_background());
+        let mut det = fed_resampled(&x).with_lookahead(160);
+        assert!(!det.subtract_background());
+        det.resampled = false;
+        det.confirm = 1;
+        assert!(!det.subtract_background());
     }
 }
