@@ -139,9 +139,10 @@ pub struct MaskConfig {
     /// ... of the 10 ms window that completes a same-pair run (`confirm_gate_run`); lower,
     /// because speech under a key press fills the rest.
     pub weak_tone_share_run: f32,
-    /// With 1 to 19 ms of look-ahead the masker can neither wait for a clearer window (the
-    /// start of the tone would leave first) nor mask frame tails on speculation (as it does
-    /// with none), so each weak-tone share above is asked at this fraction.
+    /// With 1 to 19 ms of look-ahead the masker cannot wait long for a clearer window (the
+    /// start of the tone would leave first; from 10 ms it waits one sub-block) nor mask frame
+    /// tails on speculation (as it does with none), so each weak-tone share above is asked at
+    /// this fraction.
     pub weak_tone_share_scale_short: f32,
 }
 
