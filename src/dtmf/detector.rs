@@ -1985,6 +1985,18 @@ mod tests {
         assert!(!spans(&x, 0).is_empty());
     }
 
+    /// With 10 ms of look-ahead a pair waits for confirmation as well: a burst too short for
+    /// two tone-like windows is left, and a 40 ms tone is masked from at most 5 ms into it
+    /// (the wait costs up to one sub-block of its head) to its end.
+    #[test]
+    fn with_10_ms_of_lookahead_a_tone_waits_one_sub_block_too() {
+        let (x, _, _) = burst(10, None);
+        assert_eq!(spans(&x, 80), vec![]);
+        let (x, a, b) = burst(40, None);
+        let s = spans(&x, 80);
+        assert!(covered(&s, a + SUB, b), "{s:?}");
+    }
+
     /// A key press broken by lost packets: what resumes on the pair just masked is masked at
     /// once, however short.
     #[test]
@@ -2046,7 +2058,8 @@ mod tests {
             add_sine(&mut y, RATE, start, len, f, db, 0.0);
             add_sine(&mut y, RATE, start, len, 2.0 * f, db - 6.0, 0.0);
         }
-        assert!(!fed_resampled(&to_i16(&y)).subtract_background());
+        let music = fed_resampled(&to_i16(&y));
+        assert!(music.bg_seen && !music.subtract_background());
         let mut det = fed_resampled(&x).with_lookahead(160);
         assert!(!det.subtract_background());
         det.resampled = false;
