@@ -12,13 +12,14 @@
 //!   second voice shows (another row/column or a second harmonic). It is masked when it is
 //!   very pure, when its 20 ms surroundings are pure too, or when the same pair has held for
 //!   20 ms at a steady frequency within the reporting tolerance (a key press with speech
-//!   underneath). Each of these also asks that the weaker
-//!   tone hold a good share of what is left once the stronger one is taken out: a key press
-//!   leaves little else, speech and music that look pure mostly owe it to one strong partial.
+//!   underneath). Each of these also asks that the weaker tone hold a good share of what is
+//!   left once the stronger one is taken out: a key press leaves little else, speech and
+//!   music that look pure mostly owe it to one strong partial.
 //!   Before any of that, the pair must sit where a key could put it: both tones within 6 % of
 //!   their keys and not a note with its octave (see `Detector::keyed`).
-//!   With 20 ms of look-ahead a new pair is masked only once two sub-blocks in a row agree,
-//!   still from the tone's start. Every strict hit is masked too, so the masker always
+//!   With 10 ms of look-ahead or more a new pair is masked only once two sub-blocks in a row
+//!   agree, still from the tone's start with 20 ms (up to 5 ms of its head may leave first
+//!   with 10 to 19 ms). Every strict hit is masked too, so the masker always
 //!   decides on weaker evidence than the reporter. With no look-ahead, a frame that ends in a
 //!   possible onset is masked speculatively and the next sub-block confirms or ends it.
 //!
