@@ -341,8 +341,11 @@ struct Thresholds {
     m_weak20: f32,
     m_weak_run: f32,
     m_weak_short: f32,
-    /// 1, or `m_weak_short` when the look-ahead allows neither waiting nor speculating.
+    /// 1, or `m_weak_short` below 20 ms of look-ahead where the detector does not speculate.
     m_weak_scale: f32,
+    /// The same for the same-pair run's share: 1 once a tone-like window waits for the next
+    /// sub-block (10 ms of look-ahead or more), see [`Detector::with_lookahead`].
+    m_run_scale: f32,
     spec_ratio: f32,
     spec_ratio_10ms: f32,
 }
@@ -382,6 +385,7 @@ impl Thresholds {
             m_weak_run: m.weak_tone_share_run,
             m_weak_short: m.weak_tone_share_scale_short,
             m_weak_scale: 1.0,
+            m_run_scale: 1.0,
             spec_ratio: m.speculative_energy_ratio,
             spec_ratio_10ms: m.speculative_energy_ratio_10ms,
         }
@@ -517,9 +521,12 @@ impl Detector {
     /// window's test does not pass the next; with 20 ms the mask still starts where the tone
     /// did, with 10 to 19 ms up to 5 ms of a tone's head may leave first (nothing decodable:
     /// the leak battery's worst residual at 10 ms stayed 9.25 ms at 8 kHz, and Italian
-    /// prompts lost 0.10 instead of 0.23 % to masking). Below 20 ms (and with no
-    /// speculation, which is for none) the weak-tone shares are asked at
-    /// `weak_tone_share_scale_short` of their value. Calling it again replaces the setting.
+    /// prompts lost 0.07 instead of 0.23 % to masking). Below 20 ms (and with no
+    /// speculation, which is for none) the weak-tone shares of a single window are asked at
+    /// `weak_tone_share_scale_short` of their value; a same-pair run's share only where
+    /// nothing waits (under 10 ms): once windows wait, the run is not what catches a tone's
+    /// head, and asking it in full changed no leak figure. Calling it again replaces the
+    /// setting.
     pub fn with_lookahead(mut self, samples: usize) -> Self {
         self.confirm = if samples >= CONFIRM_LOOKAHEAD { 2 } else { 1 };
         self.short_lookahead = samples < FULL_LOOKAHEAD;
@@ -527,6 +534,11 @@ impl Detector {
             self.th.m_weak_short
         } else {
             1.0
+        };
+        self.th.m_run_scale = if self.confirm > 1 {
+            1.0
+        } else {
+            self.th.m_weak_scale
         };
         self
     }
@@ -1098,7 +1110,7 @@ impl Detector {
         // tone as a good part of what is not the stronger one (see `weak_share`).
         if self.gate_run.0 == (r, c)
             && self.gate_run.1 + 1 >= th.m_run
-            && weak_share(pr, pc, above(mean)) >= th.m_weak_run * th.m_weak_scale
+            && weak_share(pr, pc, above(mean)) >= th.m_weak_run * th.m_run_scale
         {
             return Weak::Run(r, c);
         }
@@ -1941,6 +1953,25 @@ mod tests {
         }
         for la in [80, 160] {
             assert_eq!(spans(&pair_at_twist(true), la), vec![], "look-ahead {la}");
+        }
+    }
+
+    /// A held 770 Hz partial with a 1336 Hz one 14 dB down, beside two partials elsewhere
+    /// (250 and 2200 Hz, each 4 dB above the weaker one): steady enough for a same-pair run,
+    /// but the weaker tone holds too little of what is not the stronger. With 10 ms of
+    /// look-ahead the run's share is asked in full now that windows wait there; at 0.7 of it
+    /// this was masked from 10 ms in to its end.
+    #[test]
+    fn with_10_ms_of_lookahead_a_run_asks_its_share_in_full() {
+        let mut x = vec![0.0; 4000];
+        let (start, len) = (1600, 1600);
+        add_sine(&mut x, RATE, start, len, 770.0, -6.0, 0.3);
+        add_sine(&mut x, RATE, start, len, 1336.0, -20.0, 1.1);
+        add_sine(&mut x, RATE, start, len, 250.0, -16.0, 0.7);
+        add_sine(&mut x, RATE, start, len, 2200.0, -16.0, 2.0);
+        let x = to_i16(&x);
+        for la in [80, 160] {
+            assert_eq!(spans(&x, la), vec![], "look-ahead {la}");
         }
     }
 
