@@ -557,8 +557,8 @@ fn goertzel_accuracy() {
         let (mut re, mut im) = (0.0f64, 0.0f64);
         for ch in xf.chunks(SUB) {
             let sb = g.feed(ch).expect("whole sub-block");
-            re += sb.c[0].re as f64;
-            im += sb.c[0].im as f64;
+            re += sb.re[0] as f64;
+            im += sb.im[0] as f64;
         }
         bank += re * re + im * im;
     }

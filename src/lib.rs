@@ -51,7 +51,8 @@
 //! ```
 
 // `unsafe` is denied everywhere but in `serve::sys` (Linux system calls std does not
-// wrap), which allows it for its libc calls alone.
+// wrap), which allows it for its libc calls alone, and one call in `dtmf::bank` (the
+// Goertzel recurrences compiled for AVX, entered only once the CPU was seen to have it).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -66,12 +66,28 @@ impl Cpx {
 
 /// What one finished sub-block left behind: its DFT value at each of the eight frequencies
 /// (absolute phase reference) and its energy.
+///
+/// Real and imaginary parts are kept apart, so the sums over a window's sub-blocks run
+/// eight tones at a time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SubBlock {
-    /// DFT values, rows first then columns.
-    pub c: [Cpx; TONES],
+    /// Real parts of the DFT values, rows first then columns.
+    pub re: [f32; TONES],
+    /// Imaginary parts, in the same order.
+    pub im: [f32; TONES],
     /// Sum of squared samples.
     pub energy: f32,
+}
+
+impl SubBlock {
+    /// DFT value of tone `t`.
+    #[inline]
+    pub fn c(&self, t: usize) -> Cpx {
+        Cpx {
+            re: self.re[t],
+            im: self.im[t],
+        }
+    }
 }
 
 /// All eight frequencies in bank order (rows, then columns).
@@ -86,69 +102,91 @@ pub struct GoertzelBank {
     /// banks, and one shared copy stays in cache where a copy per call would be fetched
     /// from memory on every packet.
     k: &'static Tables,
-    /// e^{-j w n_end}: phase reference at the end of the current sub-block (f64 so it does
-    /// not drift over hours of audio).
-    phase: [(f64, f64); TONES],
+    /// Which row of [`Tables::phase`] refers the current sub-block to absolute stream time.
+    turn: usize,
     filled: usize,
-    blocks: u32,
     /// Samples of the sub-block being filled; the filters run once it is complete.
     buf: [f32; SUB],
 }
 
+/// Sub-blocks after which every bank frequency has turned a whole number of times: each
+/// key frequency is a whole number of Hz, so over `SUB * PERIOD` samples (1 s) each makes
+/// exactly that many turns, and the phase reference repeats.
+const PERIOD: usize = RATE as usize / SUB;
+
 /// What every bank computes with: per tone, the Goertzel coefficient, the factor that turns
-/// the filter state into the DFT value, and how far the phase reference turns per sub-block.
+/// the filter state into the DFT value, and the phase reference of each sub-block.
 #[derive(Debug)]
 struct Tables {
     coeff: [f32; TONES],
-    /// e^{+j w} per tone, to turn (s1, s2) into the DFT value.
-    ejw: [Cpx; TONES],
-    /// e^{-j w SUB}: how far the reference turns per sub-block.
-    step: [(f64, f64); TONES],
-    /// e^{j w L (CHAINS-1-k)}: turns chain k's DFT into one referred to the sub-block's end.
-    part: [[Cpx; TONES]; CHAINS],
+    /// The CPU runs AVX (see [`filters`]).
+    avx: bool,
+    /// Chain k's DFT referred to the sub-block's end is a_k s1 - b_k s2, with
+    /// b_k = e^{j w L (CHAINS-1-k)} (the chain ends that much earlier) and a_k = b_k e^{j w}:
+    /// real and imaginary parts.
+    a_re: [[f32; TONES]; CHAINS],
+    a_im: [[f32; TONES]; CHAINS],
+    b_re: [[f32; TONES]; CHAINS],
+    b_im: [[f32; TONES]; CHAINS],
+    /// e^{-j w n_end} for a sub-block ending at sample n_end = SUB (m + 1), indexed by m mod
+    /// [`PERIOD`]: the reference that makes sub-blocks add up coherently. Read from a table
+    /// (one cache line per sub-block) rather than carried by a rotation, which would drift
+    /// and cost a complex multiply in f64 per tone.
+    phase: [Phase; PERIOD],
+}
+
+/// One sub-block's phase reference for the eight tones, in one 64-byte line.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct Phase {
+    re: [f32; TONES],
+    im: [f32; TONES],
 }
 
 static TABLES: std::sync::LazyLock<Tables> = std::sync::LazyLock::new(Tables::new);
 
 impl Tables {
     fn new() -> Self {
-        let mut coeff = [0.0; TONES];
-        let mut ejw = [Cpx::default(); TONES];
-        let mut step = [(1.0, 0.0); TONES];
-        for i in 0..TONES {
-            let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
-            coeff[i] = (2.0 * w.cos()) as f32;
-            ejw[i] = Cpx {
-                re: w.cos() as f32,
-                im: w.sin() as f32,
-            };
-            let a = -w * SUB as f64;
-            step[i] = (a.cos(), a.sin());
-        }
-        let mut part = [[Cpx::default(); TONES]; CHAINS];
-        for (k, pk) in part.iter_mut().enumerate() {
-            for (i, pki) in pk.iter_mut().enumerate() {
-                let w = 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
-                let a = w * (SUB / CHAINS * (CHAINS - 1 - k)) as f64;
-                *pki = Cpx {
-                    re: a.cos() as f32,
-                    im: a.sin() as f32,
-                };
+        let w = |i: usize| 2.0 * std::f64::consts::PI * BANK_HZ[i] as f64 / RATE as f64;
+        let mut t = Self {
+            coeff: [0.0; TONES],
+            #[cfg(target_arch = "x86_64")]
+            avx: std::arch::is_x86_feature_detected!("avx"),
+            #[cfg(not(target_arch = "x86_64"))]
+            avx: false,
+            a_re: [[0.0; TONES]; CHAINS],
+            a_im: [[0.0; TONES]; CHAINS],
+            b_re: [[0.0; TONES]; CHAINS],
+            b_im: [[0.0; TONES]; CHAINS],
+            phase: [Phase::default(); PERIOD],
+        };
+        for (i, hz) in BANK_HZ.into_iter().enumerate() {
+            assert_eq!(hz.fract(), 0.0, "the phase table needs whole-Hz tones");
+            t.coeff[i] = (2.0 * w(i).cos()) as f32;
+            for k in 0..CHAINS {
+                let b = w(i) * (SUB / CHAINS * (CHAINS - 1 - k)) as f64;
+                t.b_re[k][i] = b.cos() as f32;
+                t.b_im[k][i] = b.sin() as f32;
+                t.a_re[k][i] = (b + w(i)).cos() as f32;
+                t.a_im[k][i] = (b + w(i)).sin() as f32;
+            }
+            for (m, ph) in t.phase.iter_mut().enumerate() {
+                // Whole turns taken out in integers: w n_end = 2 pi f n_end / RATE.
+                let n_end = (SUB * (m + 1)) as u64;
+                let turns = (BANK_HZ[i] as u64 * n_end) % RATE as u64;
+                let a = -2.0 * std::f64::consts::PI * turns as f64 / RATE as f64;
+                ph.re[i] = a.cos() as f32;
+                ph.im[i] = a.sin() as f32;
             }
         }
-        Self {
-            coeff,
-            ejw,
-            step,
-            part,
-        }
+        t
     }
 }
 
-/// Independent filter chains per sub-block. Each Goertzel step waits on the one before, so
-/// running two halves of the sub-block side by side hides that latency (measured: 0.82 to
-/// 0.61 us per 20 ms frame); four run out of registers.
-const CHAINS: usize = 2;
+/// Independent filter chains per sub-block (quarters of it). Each Goertzel step waits on the
+/// one before, so running stretches side by side hides that latency (two halves: 0.82 to
+/// 0.61 us per 20 ms frame); four fit the registers only with AVX (see [`filters`]).
+const CHAINS: usize = 4;
 
 impl Default for GoertzelBank {
     fn default() -> Self {
@@ -162,9 +200,8 @@ impl GoertzelBank {
         let k: &'static Tables = &TABLES;
         Self {
             k,
-            phase: k.step,
+            turn: 0,
             filled: 0,
-            blocks: 0,
             buf: [0.0; SUB],
         }
     }
@@ -194,65 +231,108 @@ impl GoertzelBank {
     }
 
     fn finish(&mut self, x: &[f32]) -> SubBlock {
-        const L: usize = SUB / CHAINS;
         let k = self.k;
-        let coeff = k.coeff;
-        let mut s1 = [[0f32; TONES]; CHAINS];
-        let mut s2 = [[0f32; TONES]; CHAINS];
-        let mut e = [0f32; CHAINS];
-        let (first, second) = x.split_at(L);
-        for (&va, &vb) in first.iter().zip(second) {
-            e[0] += va * va;
-            e[1] += vb * vb;
+        let (s1, s2, e) = filters(x, &k.coeff, k.avx);
+        // Chain c's DFT referred to the sub-block's end is b_c (e^{j w} s1 - s2), so the sum
+        // over chains is sum_c (a_c s1 - b_c s2) with a_c = b_c e^{j w}: real states times
+        // complex constants, lane by lane over the eight tones (it vectorises). Then one turn
+        // to absolute stream time.
+        let (mut z_re, mut z_im) = ([0f32; TONES], [0f32; TONES]);
+        for c in 0..CHAINS {
             for i in 0..TONES {
-                // coeff*s1 first: shortens the dependency chain through s1.
-                let a0 = coeff[i] * s1[0][i] + (va - s2[0][i]);
-                let b0 = coeff[i] * s1[1][i] + (vb - s2[1][i]);
-                s2[0][i] = s1[0][i];
-                s1[0][i] = a0;
-                s2[1][i] = s1[1][i];
-                s1[1][i] = b0;
+                z_re[i] += k.a_re[c][i] * s1[c][i] - k.b_re[c][i] * s2[c][i];
+                z_im[i] += k.a_im[c][i] * s1[c][i] - k.b_im[c][i] * s2[c][i];
             }
         }
+        let ph = &k.phase[self.turn];
+        self.turn = if self.turn + 1 == PERIOD {
+            0
+        } else {
+            self.turn + 1
+        };
         let mut out = SubBlock {
             energy: e.iter().sum(),
             ..SubBlock::default()
         };
         for i in 0..TONES {
-            // Each chain's DFT is e^{-j w n_end_k} (e^{j w} s1 - s2); refer all of them to
-            // the end of the sub-block, sum, then to absolute stream time.
-            let mut y = Cpx::default();
-            for c in 0..CHAINS {
-                let yk = Cpx {
-                    re: k.ejw[i].re * s1[c][i] - s2[c][i],
-                    im: k.ejw[i].im * s1[c][i],
-                };
-                let r = k.part[c][i];
-                y = y.plus(Cpx {
-                    re: r.re * yk.re - r.im * yk.im,
-                    im: r.re * yk.im + r.im * yk.re,
-                });
-            }
-            let (pr, pi) = self.phase[i];
-            out.c[i] = Cpx {
-                re: (pr as f32) * y.re - (pi as f32) * y.im,
-                im: (pr as f32) * y.im + (pi as f32) * y.re,
-            };
-            let (sr, si) = k.step[i];
-            self.phase[i] = (pr * sr - pi * si, pr * si + pi * sr);
-        }
-        // Keep the references on the unit circle; in f64 the drift over 256 steps is ~1e-14.
-        self.blocks = self.blocks.wrapping_add(1);
-        if self.blocks.is_multiple_of(256) {
-            for p in self.phase.iter_mut() {
-                let m = (p.0 * p.0 + p.1 * p.1).sqrt();
-                *p = (p.0 / m, p.1 / m);
-            }
+            out.re[i] = ph.re[i] * z_re[i] - ph.im[i] * z_im[i];
+            out.im[i] = ph.re[i] * z_im[i] + ph.im[i] * z_re[i];
         }
         self.filled = 0;
         out
     }
 }
+
+/// The Goertzel recurrences of one sub-block, as `CHAINS` stretches: the filter states
+/// (s1, s2) of each chain and the energy of each stretch. Each chain's arithmetic is the
+/// same whichever way it runs, so both ways give bit-identical results:
+/// * with AVX (checked once, at start-up) all four chains run side by side, one 8-lane
+///   register per state, which halves the time the recurrences wait on themselves;
+/// * without it two at a time, which is what fits the sixteen SSE registers.
+///
+/// Kept out of line so its registers are its own: inlined into the finishing arithmetic,
+/// the states spilled to the stack inside the loop.
+#[inline(never)]
+fn filters(x: &[f32], coeff: &[f32; TONES], avx: bool) -> (Chains, Chains, [f32; CHAINS]) {
+    let x: &[f32; SUB] = x[..SUB].try_into().expect("a whole sub-block");
+    let mut out = (
+        [[0f32; TONES]; CHAINS],
+        [[0f32; TONES]; CHAINS],
+        [0f32; CHAINS],
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx {
+        // SAFETY: `avx` is true only where the CPU was found to support AVX.
+        #[allow(unsafe_code)]
+        unsafe {
+            filters_avx(x, coeff, &mut out)
+        };
+        return out;
+    }
+    let _ = avx;
+    chains::<0, 2>(x, coeff, &mut out);
+    chains::<2, 2>(x, coeff, &mut out);
+    out
+}
+
+/// [`chains`] over all four chains, compiled for AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn filters_avx(x: &[f32; SUB], coeff: &[f32; TONES], out: &mut (Chains, Chains, [f32; CHAINS])) {
+    chains::<0, CHAINS>(x, coeff, out);
+}
+
+/// Chains `FIRST..FIRST + N` of one sub-block.
+#[inline(always)]
+fn chains<const FIRST: usize, const N: usize>(
+    x: &[f32; SUB],
+    coeff: &[f32; TONES],
+    out: &mut (Chains, Chains, [f32; CHAINS]),
+) {
+    const L: usize = SUB / CHAINS;
+    let coeff = *coeff;
+    let mut s1 = [[0f32; TONES]; N];
+    let mut s2 = [[0f32; TONES]; N];
+    let mut e = [0f32; N];
+    for n in 0..L {
+        for c in 0..N {
+            let v = x[(FIRST + c) * L + n];
+            e[c] += v * v;
+            for i in 0..TONES {
+                // coeff*s1 first: shortens the dependency chain through s1.
+                let a = coeff[i] * s1[c][i] + (v - s2[c][i]);
+                s2[c][i] = s1[c][i];
+                s1[c][i] = a;
+            }
+        }
+    }
+    out.0[FIRST..FIRST + N].copy_from_slice(&s1);
+    out.1[FIRST..FIRST + N].copy_from_slice(&s2);
+    out.2[FIRST..FIRST + N].copy_from_slice(&e);
+}
+
+/// One value per tone for each filter chain.
+type Chains = [[f32; TONES]; CHAINS];
 
 #[cfg(test)]
 mod tests {
@@ -276,8 +356,8 @@ mod tests {
         let mut sum = Cpx::default();
         for b in &blocks {
             // A cosine of amplitude A gives |X| = A*N/2 over N samples.
-            assert!((b.c[0].abs() - 1000.0 * SUB as f32 / 2.0).abs() < 200.0);
-            sum = sum.plus(b.c[0]);
+            assert!((b.c(0).abs() - 1000.0 * SUB as f32 / 2.0).abs() < 200.0);
+            sum = sum.plus(b.c(0));
         }
         // Coherent sum over 4 blocks equals the 160-sample DFT (within 1 %: the cosine's
         // negative-frequency image leaks in a little, depending on phase).
@@ -287,15 +367,65 @@ mod tests {
             sum.abs()
         );
         // No phase drift between blocks for an on-bin tone.
-        let rot = blocks[3].c[0].mul_conj(blocks[2].c[0]).arg();
+        let rot = blocks[3].c(0).mul_conj(blocks[2].c(0)).arg();
         assert!(rot.abs() < 0.05, "rot {rot}");
     }
 
     #[test]
     fn phase_drift_measures_frequency_error() {
         let blocks = run(697.0 * 1.02, 1000.0, 4);
-        let rot = blocks[3].c[0].mul_conj(blocks[2].c[0]).arg();
+        let rot = blocks[3].c(0).mul_conj(blocks[2].c(0)).arg();
         let df = rot as f64 * 8000.0 / (2.0 * std::f64::consts::PI * SUB as f64);
         assert!((df - 697.0 * 0.02).abs() < 1.5, "df {df}");
+    }
+
+    /// The AVX path and the portable one run the same arithmetic per chain: the same bits
+    /// come out, so results do not depend on the machine.
+    #[test]
+    fn the_avx_and_portable_filters_agree_bit_for_bit() {
+        let x: Vec<f32> = (0..SUB)
+            .map(|n| ((n * 7919) % 4001) as f32 - 2000.0 + 0.37 * n as f32)
+            .collect();
+        let coeff = TABLES.coeff;
+        let portable = filters(&x, &coeff, false);
+        if TABLES.avx {
+            assert_eq!(filters(&x, &coeff, true), portable);
+        }
+        // And the chains hold what a plain Goertzel run over each quarter holds.
+        let l = SUB / CHAINS;
+        for c in 0..CHAINS {
+            for (i, &k) in coeff.iter().enumerate() {
+                let (mut s1, mut s2) = (0f64, 0f64);
+                for &v in &x[c * l..(c + 1) * l] {
+                    let s0 = k as f64 * s1 - s2 + v as f64;
+                    s2 = s1;
+                    s1 = s0;
+                }
+                assert!((portable.0[c][i] as f64 - s1).abs() < 1e-3 * s1.abs().max(1.0));
+                assert!((portable.1[c][i] as f64 - s2).abs() < 1e-3 * s2.abs().max(1.0));
+            }
+        }
+    }
+
+    /// Referred to absolute stream time, a steady tone on a bank frequency reads (nearly) the
+    /// same phase in every sub-block (its negative-frequency image moves it a little), and
+    /// exactly what it read one phase-table period (1 s) before, for minutes.
+    #[test]
+    fn the_phase_reference_holds_across_its_period() {
+        for (i, &f) in BANK_HZ.iter().enumerate() {
+            let blocks = run(f as f64, 1000.0, 3 * PERIOD + 7);
+            for k in 1..blocks.len() {
+                let rot = blocks[k].c(i).mul_conj(blocks[k - 1].c(i)).arg();
+                assert!(rot.abs() < 0.1, "{f} Hz, sub-block {k}: turned {rot}");
+                if k >= PERIOD {
+                    let (now, then) = (blocks[k].c(i), blocks[k - PERIOD].c(i));
+                    let d = Cpx {
+                        re: now.re - then.re,
+                        im: now.im - then.im,
+                    };
+                    assert!(d.abs() < 1e-3 * now.abs(), "{f} Hz, sub-block {k}");
+                }
+            }
+        }
     }
 }
