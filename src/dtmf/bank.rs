@@ -6,11 +6,13 @@
 //! small fraction of its power), allocates and prints on every call, and runs one filter at a
 //! time. The benchmark `compare/goertzel_filter_crate_8k_20ms` measures it next to this bank.
 //! Here the eight filters run in lock-step over one `[f32; 8]`, which the compiler vectorises,
-//! and each sub-block ends with the complex DFT value referred to absolute stream time, so
+//! over the sub-block's four quarters side by side (in one pass where the CPU has AVX), and
+//! each sub-block ends with the complex DFT value referred to absolute stream time, so
 //! sub-blocks can be summed coherently into any longer window and the phase drift between
 //! them measures the tone's frequency error.
 //!
-//! Must never: allocate, lock or branch per sample on data.
+//! Must never: allocate, lock or branch per sample on data; give results that depend on the
+//! CPU it runs on (the AVX and portable paths do the same arithmetic in the same order).
 
 use super::digit::{COL_HZ, ROW_HZ};
 
@@ -232,18 +234,7 @@ impl GoertzelBank {
 
     fn finish(&mut self, x: &[f32]) -> SubBlock {
         let k = self.k;
-        let (s1, s2, e) = filters(x, &k.coeff, k.avx);
-        // Chain c's DFT referred to the sub-block's end is b_c (e^{j w} s1 - s2), so the sum
-        // over chains is sum_c (a_c s1 - b_c s2) with a_c = b_c e^{j w}: real states times
-        // complex constants, lane by lane over the eight tones (it vectorises). Then one turn
-        // to absolute stream time.
-        let (mut z_re, mut z_im) = ([0f32; TONES], [0f32; TONES]);
-        for c in 0..CHAINS {
-            for i in 0..TONES {
-                z_re[i] += k.a_re[c][i] * s1[c][i] - k.b_re[c][i] * s2[c][i];
-                z_im[i] += k.a_im[c][i] * s1[c][i] - k.b_im[c][i] * s2[c][i];
-            }
-        }
+        let z = filters(x, k);
         let ph = &k.phase[self.turn];
         self.turn = if self.turn + 1 == PERIOD {
             0
@@ -251,21 +242,22 @@ impl GoertzelBank {
             self.turn + 1
         };
         let mut out = SubBlock {
-            energy: e.iter().sum(),
+            energy: z.energy,
             ..SubBlock::default()
         };
         for i in 0..TONES {
-            out.re[i] = ph.re[i] * z_re[i] - ph.im[i] * z_im[i];
-            out.im[i] = ph.re[i] * z_im[i] + ph.im[i] * z_re[i];
+            out.re[i] = ph.re[i] * z.re[i] - ph.im[i] * z.im[i];
+            out.im[i] = ph.re[i] * z.im[i] + ph.im[i] * z.re[i];
         }
         self.filled = 0;
         out
     }
 }
 
-/// The Goertzel recurrences of one sub-block, as `CHAINS` stretches: the filter states
-/// (s1, s2) of each chain and the energy of each stretch. Each chain's arithmetic is the
-/// same whichever way it runs, so both ways give bit-identical results:
+/// The Goertzel recurrences of one sub-block, as `CHAINS` stretches, each stretch's DFT
+/// referred to the sub-block's end and summed: the DFT values (not yet referred to stream
+/// time) and the energy. Each chain's arithmetic, and the order the chains are summed in,
+/// is the same whichever way it runs, so both ways give bit-identical results:
 /// * with AVX (checked once, at start-up) all four chains run side by side, one 8-lane
 ///   register per state, which halves the time the recurrences wait on themselves;
 /// * without it two at a time, which is what fits the sixteen SSE registers.
@@ -273,44 +265,44 @@ impl GoertzelBank {
 /// Kept out of line so its registers are its own: inlined into the finishing arithmetic,
 /// the states spilled to the stack inside the loop.
 #[inline(never)]
-fn filters(x: &[f32], coeff: &[f32; TONES], avx: bool) -> (Chains, Chains, [f32; CHAINS]) {
+fn filters(x: &[f32], k: &Tables) -> Sums {
     let x: &[f32; SUB] = x[..SUB].try_into().expect("a whole sub-block");
-    let mut out = (
-        [[0f32; TONES]; CHAINS],
-        [[0f32; TONES]; CHAINS],
-        [0f32; CHAINS],
-    );
+    let mut z = Sums::default();
     #[cfg(target_arch = "x86_64")]
-    if avx {
+    if k.avx {
         // SAFETY: `avx` is true only where the CPU was found to support AVX.
         #[allow(unsafe_code)]
         unsafe {
-            filters_avx(x, coeff, &mut out)
+            filters_avx(x, k, &mut z)
         };
-        return out;
+        return z;
     }
-    let _ = avx;
-    chains::<0, 2>(x, coeff, &mut out);
-    chains::<2, 2>(x, coeff, &mut out);
-    out
+    chains::<0, 2>(x, k, &mut z);
+    chains::<2, 2>(x, k, &mut z);
+    z
+}
+
+/// What [`filters`] leaves: per tone the DFT value referred to the sub-block's end, and the
+/// sub-block's energy.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Sums {
+    re: [f32; TONES],
+    im: [f32; TONES],
+    energy: f32,
 }
 
 /// [`chains`] over all four chains, compiled for AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-fn filters_avx(x: &[f32; SUB], coeff: &[f32; TONES], out: &mut (Chains, Chains, [f32; CHAINS])) {
-    chains::<0, CHAINS>(x, coeff, out);
+fn filters_avx(x: &[f32; SUB], k: &Tables, z: &mut Sums) {
+    chains::<0, CHAINS>(x, k, z);
 }
 
-/// Chains `FIRST..FIRST + N` of one sub-block.
+/// Chains `FIRST..FIRST + N` of one sub-block, added to `z` in chain order.
 #[inline(always)]
-fn chains<const FIRST: usize, const N: usize>(
-    x: &[f32; SUB],
-    coeff: &[f32; TONES],
-    out: &mut (Chains, Chains, [f32; CHAINS]),
-) {
+fn chains<const FIRST: usize, const N: usize>(x: &[f32; SUB], k: &Tables, z: &mut Sums) {
     const L: usize = SUB / CHAINS;
-    let coeff = *coeff;
+    let coeff = k.coeff;
     let mut s1 = [[0f32; TONES]; N];
     let mut s2 = [[0f32; TONES]; N];
     let mut e = [0f32; N];
@@ -326,13 +318,19 @@ fn chains<const FIRST: usize, const N: usize>(
             }
         }
     }
-    out.0[FIRST..FIRST + N].copy_from_slice(&s1);
-    out.1[FIRST..FIRST + N].copy_from_slice(&s2);
-    out.2[FIRST..FIRST + N].copy_from_slice(&e);
+    // Chain c's DFT referred to the sub-block's end is b_c (e^{j w} s1 - s2), that is
+    // a_c s1 - b_c s2 with a_c = b_c e^{j w}: real states times complex constants, lane by
+    // lane over the eight tones.
+    for c in 0..N {
+        let (a_re, a_im) = (&k.a_re[FIRST + c], &k.a_im[FIRST + c]);
+        let (b_re, b_im) = (&k.b_re[FIRST + c], &k.b_im[FIRST + c]);
+        for i in 0..TONES {
+            z.re[i] += a_re[i] * s1[c][i] - b_re[i] * s2[c][i];
+            z.im[i] += a_im[i] * s1[c][i] - b_im[i] * s2[c][i];
+        }
+        z.energy += e[c];
+    }
 }
-
-/// One value per tone for each filter chain.
-type Chains = [[f32; TONES]; CHAINS];
 
 #[cfg(test)]
 mod tests {
@@ -380,31 +378,40 @@ mod tests {
     }
 
     /// The AVX path and the portable one run the same arithmetic per chain: the same bits
-    /// come out, so results do not depend on the machine.
+    /// come out, so results do not depend on the machine. And both read what one DFT over the
+    /// sub-block reads.
     #[test]
     fn the_avx_and_portable_filters_agree_bit_for_bit() {
         let x: Vec<f32> = (0..SUB)
             .map(|n| ((n * 7919) % 4001) as f32 - 2000.0 + 0.37 * n as f32)
             .collect();
-        let coeff = TABLES.coeff;
-        let portable = filters(&x, &coeff, false);
+        let mut portable_tables = Tables::new();
+        portable_tables.avx = false;
+        let portable = filters(&x, &portable_tables);
         if TABLES.avx {
-            assert_eq!(filters(&x, &coeff, true), portable);
+            assert_eq!(filters(&x, &TABLES), portable);
         }
-        // And the chains hold what a plain Goertzel run over each quarter holds.
-        let l = SUB / CHAINS;
-        for c in 0..CHAINS {
-            for (i, &k) in coeff.iter().enumerate() {
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for &v in &x[c * l..(c + 1) * l] {
-                    let s0 = k as f64 * s1 - s2 + v as f64;
-                    s2 = s1;
-                    s1 = s0;
-                }
-                assert!((portable.0[c][i] as f64 - s1).abs() < 1e-3 * s1.abs().max(1.0));
-                assert!((portable.1[c][i] as f64 - s2).abs() < 1e-3 * s2.abs().max(1.0));
+        for (i, hz) in BANK_HZ.into_iter().enumerate() {
+            // The DFT referred to the sub-block's end: sum x[n] e^{-j w (n - SUB)}.
+            let w = 2.0 * std::f64::consts::PI * hz as f64 / RATE as f64;
+            let (mut re, mut im) = (0f64, 0f64);
+            for (n, &v) in x.iter().enumerate() {
+                let a = -w * (n as f64 - SUB as f64);
+                re += v as f64 * a.cos();
+                im += v as f64 * a.sin();
             }
+            let scale = re.hypot(im).max(1.0);
+            assert!(
+                (portable.re[i] as f64 - re).abs() < 1e-4 * scale,
+                "{hz} Hz re"
+            );
+            assert!(
+                (portable.im[i] as f64 - im).abs() < 1e-4 * scale,
+                "{hz} Hz im"
+            );
         }
+        let energy: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        assert!((portable.energy as f64 - energy).abs() < 1e-5 * energy);
     }
 
     /// Referred to absolute stream time, a steady tone on a bank frequency reads (nearly) the
