@@ -1688,8 +1688,9 @@ impl Detector {
             // The resampled path is fed (and speculates) every 5 ms, four times per frame,
             // and masks back to the onset: it asks the 8 kHz rule's frequency check too (a
             // keypad's frequency unless the pair has just risen). The hold music on the 48 kHz
-            // path lost 3.37 % without it, 2.10 % with; the leak battery's residuals stayed
-            // within their bounds on every seed.
+            // path lost 3.37 % without it, 2.10 % with (when measured, a stuck background
+            // estimate flattered both; it loses 1.75 to 1.89 % now); the leak battery's
+            // residuals stayed within their bounds on every seed.
             let keyish = fresh || dev <= SPEC_MAX_DEV;
             if held
                 || keyish
