@@ -142,7 +142,10 @@ pub struct MaskConfig {
     /// With 1 to 19 ms of look-ahead the masker cannot wait long for a clearer window (the
     /// start of the tone would leave first; from 10 ms it waits one sub-block) nor mask frame
     /// tails on speculation (as it does with none), so each weak-tone share above is asked at
-    /// this fraction.
+    /// this fraction. 0.75: at 0.7 the Italian prompts through Opus at 32 kbit/s lost 0.102 %
+    /// to masking with 10 ms of look-ahead (0.094 % now), with every leak residual the same
+    /// at 0.75 on every path and seed of the battery; at 0.8 a tone at 8 kHz kept 11.50 ms
+    /// (was 9.25) and one through Opus 32 kbit/s 6.17 ms (was 6.02).
     pub weak_tone_share_scale_short: f32,
 }
 
@@ -164,7 +167,7 @@ impl Default for MaskConfig {
             weak_tone_share_10ms: 0.7,
             weak_tone_share_20ms: 0.6,
             weak_tone_share_run: 0.3,
-            weak_tone_share_scale_short: 0.7,
+            weak_tone_share_scale_short: 0.75,
         }
     }
 }

@@ -2043,7 +2043,7 @@ mod tests {
     /// (250 and 2200 Hz, each 4 dB above the weaker one): steady enough for a same-pair run,
     /// but the weaker tone holds too little of what is not the stronger. With 10 ms of
     /// look-ahead the run's share is asked in full now that windows wait there; at 0.7 of it
-    /// this was masked from 10 ms in to its end.
+    /// (the single window's scale then) this was masked from 10 ms in to its end.
     #[test]
     fn with_10_ms_of_lookahead_a_run_asks_its_share_in_full() {
         let mut x = vec![0.0; 4000];
