@@ -229,7 +229,7 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 /// French 0.028 to 0.039 %, the hold music 0.045 to 0.074 %, Italian 0.071 to 0.094 %, the
 /// most through Opus at 32 kbit/s; that one was 0.102 % with a single window's weak-tone
 /// shares asked at 0.7 of their value, and 0.243 to 0.273 % before a tone-like window waited
-/// for the next sub-block there). NOT MET (issue 4) with none (0.53 to 2.23 %, where the
+/// for the next sub-block there). NOT MET (issue 4) with none (0.58 to 2.42 %, where the
 /// path speculates every 5 ms and masks back to the onset): bounded at what was measured,
 /// rounded up.
 #[cfg(feature = "opus")]

@@ -160,6 +160,12 @@ const SPEC_MAX_DEV: f32 = 0.055;
 /// ... and on a pair that is only as pure as an onset (a key press under speech) if both tones
 /// are within Q.24's must-detect tolerance.
 const SPEC_ON_KEY_DEV: f32 = 0.015;
+/// The resampled path speculates on a pair with a second voice beside it or less pure than
+/// `speculative_energy_ratio_10ms` asks (a key press under speech) if both tones are within
+/// this fraction of a key ...
+const SPEC_UNDER_SPEECH_DEV: f32 = 0.025;
+/// ... and the pair holds this share of the last 10 ms.
+const SPEC_UNDER_SPEECH_RATIO: f32 = 0.6;
 /// The pair's amplitude in the sub-block before the last, relative to the last, below which
 /// the tone began in the last sub-block: the phase turn then measures nothing and is not asked.
 const SPEC_FRESH: f32 = 0.3;
@@ -1692,7 +1698,13 @@ impl Detector {
             // estimate flattered both; it loses 1.75 to 1.89 % now); the leak battery's
             // residuals stayed within their bounds on every seed.
             let keyish = fresh || dev <= SPEC_MAX_DEV;
+            // A key press under speech: a second voice beside it, or less pure than the rule
+            // below asks, but the pair close to its keys and most of the last 10 ms. Through Opus at 16 kbit/s two tones under speech left
+            // 7.4 and 7.9 ms of their heads without this (read 2.48 % off, 61 % of the
+            // window); the 48 kHz corpus pays 0.04 to 0.23 % more at 0 ms look-ahead.
+            let under_speech = dev <= SPEC_UNDER_SPEECH_DEV && ratio2 >= SPEC_UNDER_SPEECH_RATIO;
             if held
+                || under_speech
                 || keyish
                     && (!voiced && ratio2 >= self.th.spec_ratio_10ms
                         || share5 >= self.th.spec_ratio)
