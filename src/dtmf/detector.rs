@@ -258,6 +258,7 @@ static HARMONIC: std::sync::LazyLock<HarmonicTables> = std::sync::LazyLock::new(
     }
     t
 });
+
 /// Tone edges are placed by *fill*: a sub-block's energy relative to a fully-on sub-block of
 /// the same tone, counted only while the pair's own amplitude says the tone is there. Energy
 /// is used rather than the pair's amplitude because in a 5 ms bin the other group's tone
