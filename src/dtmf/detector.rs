@@ -1700,9 +1700,10 @@ impl Detector {
             // residuals stayed within their bounds on every seed.
             let keyish = fresh || dev <= SPEC_MAX_DEV;
             // A key press under speech: a second voice beside it, or less pure than the rule
-            // below asks, but the pair close to its keys and most of the last 10 ms. Through Opus at 16 kbit/s two tones under speech left
-            // 7.4 and 7.9 ms of their heads without this (read 2.48 % off, 61 % of the
-            // window); the 48 kHz corpus pays 0.04 to 0.23 % more at 0 ms look-ahead.
+            // below asks, but the pair close to its keys and most of the last 10 ms. Through
+            // Opus at 16 kbit/s two tones under speech left 7.4 and 7.9 ms of their heads
+            // without this (read 2.48 % off, 61 % of the window); the 48 kHz corpus pays 0.04
+            // to 0.23 % more at 0 ms look-ahead.
             let under_speech = dev <= SPEC_UNDER_SPEECH_DEV && ratio2 >= SPEC_UNDER_SPEECH_RATIO;
             if held
                 || under_speech
