@@ -29,35 +29,29 @@ fn beyond_acceptance(name: &str) -> bool {
 /// speculatively where it may be a key press, from 3 ms after the possible tone's estimated
 /// onset, which keeps what leaves of a tone under 5 ms (detector.rs, `speculative_tail`,
 /// `SPEC_HEAD`); measured worst 4.50 ms over every family, speech underneath included.
+///
+/// The same bounds hold on the 48 kHz path, through Opus at every bit rate too. With 20 ms
+/// of look-ahead it leaves 0 ms (through Opus at 16 kbit/s the last 0.15 ms of a tone was
+/// left, 7 samples at -47 dB of its energy where the codec let it fade early, until spans on
+/// the resampled path got 0.25 ms more after their end), with none at most 3.94 ms (7.92 ms
+/// of a key press under speech through Opus at 16 kbit/s before the resampled path
+/// speculated on a pair beside a second voice), and with 10 ms 3.31 ms at every bit rate
+/// (through Opus at 16 kbit/s 7.71 ms, 6.02 at 24 and 32, before the 48 kHz path masked a
+/// pair steady on its keys for 10 ms at once: tones under speech and over dial tone, which
+/// the codec builds up for 25 to 30 ms). Over other seeds of the battery more is left (see
+/// [`Check::Sweep`]).
 fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
     match lookahead_ms {
         20.. => 0.0,
         0 => 5.0,
-        // Between the two the BRIEF sets no bound. 10 ms of look-ahead does not speculate,
-        // and under speech a tone is confirmed only once the same steady pair has held for
-        // 20 ms, so up to 10 ms of its start may leave first: measured worst 9.25 ms (README,
-        // "Known gaps").
+        // Between the two the BRIEF sets no bound. 10 ms of look-ahead does not speculate at
+        // 8 kHz, and under speech a tone is confirmed only once the same steady pair has held
+        // for 20 ms, so up to 10 ms of its start may leave first: measured worst 9.25 ms
+        // (README, "Known gaps"). The 48 kHz path masks a pair steady for 10 ms at once
+        // (`Detector::with_lookahead`): 3.31 ms at most there.
         _ if family.contains("speech") => 13.0,
         _ if beyond_acceptance(family) => 12.0,
         _ => 5.0,
-    }
-}
-
-/// [`residual_limit`] on `path`. With 20 ms of look-ahead every path leaves 0 ms (through
-/// Opus at 16 kbit/s the last 0.15 ms of a tone was left, 7 samples at -47 dB of its energy
-/// where the codec let it fade early, until spans on the resampled path got 0.25 ms more
-/// after their end), and with none at most 3.94 ms (7.92 ms of a key press under speech
-/// through Opus at 16 kbit/s before the resampled path speculated on a pair beside a second
-/// voice). NOT MET through Opus at 16 kbit/s (issue 4): up to 7.7 ms with 10 ms of
-/// look-ahead (the 8 kHz bound there is 5; tones over dial tone). Nothing decodable is left:
-/// our most sensitive detector and multimon-ng find no digit in any of that output. Bounded
-/// here at what was measured, rounded up; 24 and 32 kbit/s meet the 8 kHz bounds. Over other
-/// seeds of the battery more is left (see [`Check::Sweep`]).
-fn residual_limit_on(path: Path, lookahead_ms: u32, family: &str) -> f64 {
-    let base = residual_limit(lookahead_ms, family);
-    match path {
-        Path::Opus(b) if b < 24_000 && (10..20).contains(&lookahead_ms) => base.max(8.0),
-        _ => base,
     }
 }
 
@@ -84,7 +78,9 @@ enum Check {
 ///   after their onset);
 /// * through Opus at 16 kbit/s up to 6.65 ms with 20 ms of look-ahead (a tone over dial tone
 ///   that the codec keeps faint for its first 8 ms, at -30 dB of the tone's energy),
-///   11.65 ms with 10 ms and 7.73 ms with none (over dial tone, at 12 dB of twist);
+///   11.65 ms with 10 ms (5.12 to 8.27 on the other seeds; 7.71 to 11.65 before the 48 kHz
+///   path masked a steady pair at once) and 7.73 ms with none (over dial tone, at 12 dB of
+///   twist);
 /// * 24 and 32 kbit/s meet [`residual_limit`].
 fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
     let base = residual_limit(lookahead_ms, family);
@@ -377,7 +373,7 @@ fn leak_check(path: Path, seed: u64, check: Check) -> Vec<String> {
                         continue;
                     }
                     let limit = match check {
-                        Check::Battery => residual_limit_on(path, la, name),
+                        Check::Battery => residual_limit(la, name),
                         Check::Sweep => sweep_residual_limit(path, la, name),
                     };
                     if r.leaked_ms > limit {

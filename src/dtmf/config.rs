@@ -143,7 +143,7 @@ pub struct MaskConfig {
     /// start of the tone would leave first; from 10 ms it waits one sub-block) nor mask frame
     /// tails on speculation (as it does with none), so each weak-tone share above is asked at
     /// this fraction. 0.75: at 0.7 the Italian prompts through Opus at 32 kbit/s lost 0.102 %
-    /// to masking with 10 ms of look-ahead (0.094 % now), with every leak residual the same
+    /// to masking with 10 ms of look-ahead (0.094 % at 0.75), with every leak residual the same
     /// at 0.75 on every path and seed of the battery; at 0.8 a tone at 8 kHz kept 11.50 ms
     /// (was 9.25) and one through Opus 32 kbit/s 6.17 ms (was 6.02).
     pub weak_tone_share_scale_short: f32,

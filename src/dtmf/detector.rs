@@ -19,7 +19,8 @@
 //!   their keys and not a note with its octave (see `Detector::keyed`).
 //!   With 10 ms of look-ahead or more a new pair is masked only once two sub-blocks in a row
 //!   agree, still from the tone's start with 20 ms (up to 5 ms of its head may leave first
-//!   with 10 to 19 ms). Every strict hit is masked too, so the masker always
+//!   with 10 to 19 ms, where on the resampled path a pair steady on its keys for 10 ms is
+//!   masked from its onset at once). Every strict hit is masked too, so the masker always
 //!   decides on weaker evidence than the reporter. With no look-ahead, a frame that ends in a
 //!   possible onset is masked speculatively and the next sub-block confirms or ends it.
 //!
@@ -177,6 +178,15 @@ const SPEC_FRESH_RISE: f32 = 0.2;
 /// Share of the sub-block before the last that the pair must hold for a speculative mask on a
 /// pure frame end to reach back into it.
 const SPEC_REACH_SHARE: f32 = 0.7;
+
+/// With 10 to 19 ms of look-ahead on the resampled path, a steady pair (the same pair for
+/// [`SPEC_RUN`] sub-blocks, see `Detector::with_lookahead`) is masked back to its onset at
+/// once, before the next sub-block confirms it, when both tones are within this fraction of
+/// their keys and no second voice shows: a key press under speech ...
+const STEADY_ONSET_DEV: f32 = 0.005;
+/// ... or, over a steady background (dial tone), with a second voice beside it, when the
+/// strongest pair of the last 5 ms holds this share of it.
+const STEADY_ONSET_SHARE: f32 = 0.85;
 
 /// Samples (3 ms) at the start of a possible tone that a speculative frame-end mask leaves
 /// out: BRIEF 2.2 lets up to 5 ms of a tone leave with no look-ahead, and the onset estimate
@@ -507,6 +517,9 @@ pub struct Detector {
     /// Since which sub-block a pair (or its neighbour) has looked like a tone on purity,
     /// weak-tone share or not: how far back its mask reaches once it is confirmed.
     pure_since: Option<((usize, usize), u64)>,
+    /// 10 to 19 ms of look-ahead: on the resampled path a steady pair is masked from its
+    /// onset before it is confirmed (see [`Detector::with_lookahead`]).
+    steady_onset: bool,
 }
 
 impl Detector {
@@ -539,6 +552,7 @@ impl Detector {
             held: None,
             mask_seen: 0,
             pure_since: None,
+            steady_onset: false,
         }
     }
 
@@ -564,10 +578,20 @@ impl Detector {
     /// speculation, which is for none) the weak-tone shares of a single window are asked at
     /// `weak_tone_share_scale_short` of their value; a same-pair run's share only where
     /// nothing waits (under 10 ms): once windows wait, the run is not what catches a tone's
-    /// head, and asking it in full changed no leak figure. Calling it again replaces the
-    /// setting.
+    /// head, and asking it in full changed no leak figure.
+    ///
+    /// With 10 to 19 ms on the resampled path (Opus), a pair that has held steady on its keys
+    /// for 10 ms is masked back to its onset at once, as a speculative mask the next
+    /// sub-block confirms or ends, where both tones sit within [`STEADY_ONSET_DEV`] of their
+    /// keys with no second voice (a key press under speech), or over a steady background with
+    /// one, the strongest pair of the last 5 ms holding [`STEADY_ONSET_SHARE`] of it (a key
+    /// press over dial tone).
+    /// Such tones pass the weak test only once the codec has built them up, 25 to 30 ms
+    /// after their onset; waiting for that let 6.0 to 7.7 ms of their heads leave at every
+    /// bit rate. Calling it again replaces the setting.
     pub fn with_lookahead(mut self, samples: usize) -> Self {
         self.confirm = if samples >= CONFIRM_LOOKAHEAD { 2 } else { 1 };
+        self.steady_onset = (CONFIRM_LOOKAHEAD..FULL_LOOKAHEAD).contains(&samples);
         self.short_lookahead = samples < FULL_LOOKAHEAD;
         self.th.m_weak_scale = if self.short_lookahead && !self.speculate {
             self.th.m_weak_short
@@ -704,8 +728,44 @@ impl Detector {
     }
 
     fn after_call<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
-        if self.speculate && self.done > 0 && !self.mask.active && self.bank.remaining() == SUB {
+        if self.done == 0 || self.mask.active || self.bank.remaining() != SUB {
+            return;
+        }
+        if self.speculate {
             self.speculative_tail(emit);
+        } else if self.steady_onset && self.resampled && self.gate_run.1 >= SPEC_RUN {
+            self.steady_onset_mask(emit);
+        }
+    }
+
+    /// With 10 to 19 ms of look-ahead on the resampled path: mask a pair that has held steady
+    /// on its keys for [`SPEC_RUN`] sub-blocks back to its onset now, speculatively (the next
+    /// sub-block confirms or ends it), where it is a likely key press (see
+    /// [`with_lookahead`](Self::with_lookahead)).
+    fn steady_onset_mask<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        let k = self.done - 1;
+        let (r, c) = self.gate_run.0;
+        // A run is built of gate verdicts (see `on_subblock`); a pure one is confirmed by the
+        // next sub-block soon enough, and music's held notes pass as pure.
+        let under_speech = matches!(self.last_weak, Weak::Gate(..));
+        let over_background = matches!(self.last_weak, Weak::Voiced(..));
+        if !under_speech && !over_background {
+            return;
+        }
+        let on_key = |t: usize| (turn_hz(self.turn(k, t)) / BANK_HZ[t]).abs() <= STEADY_ONSET_DEV;
+        let likely = if under_speech {
+            on_key(r) && on_key(c)
+        } else {
+            // The share of the last 5 ms's strongest pair, whichever bins hold it: SILK smears
+            // a fresh tone's column into the bin beside it for a sub-block or two.
+            let (p, mean) = self.window(k, 1);
+            let (r1, c1) = Self::argmax(&p);
+            self.subtract_background() && mean > 0.0 && (p[r1] + p[c1]) / mean >= STEADY_ONSET_SHARE
+        };
+        if likely {
+            let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
+            let from = self.mask_onset(k, r, c, ref_amp, ref_e);
+            self.speculate_from(k, from, r, c, emit);
         }
     }
 
