@@ -182,7 +182,8 @@ const SPEC_REACH_SHARE: f32 = 0.7;
 /// With 10 to 19 ms of look-ahead on the resampled path, a steady pair (the same pair for
 /// [`SPEC_RUN`] sub-blocks, see `Detector::with_lookahead`) is masked back to its onset at
 /// once, before the next sub-block confirms it, when both tones are within this fraction of
-/// their keys and no second voice shows: a key press under speech ...
+/// their keys over each of the last two sub-blocks and no second voice shows: a key press
+/// under speech ...
 const STEADY_ONSET_DEV: f32 = 0.005;
 /// ... or, over a steady background (dial tone), with a second voice beside it, when the
 /// strongest pair of the last 5 ms holds this share of it.
@@ -583,7 +584,8 @@ impl Detector {
     /// With 10 to 19 ms on the resampled path (Opus), a pair that has held steady on its keys
     /// for 10 ms is masked back to its onset at once, as a speculative mask the next
     /// sub-block confirms or ends, where both tones sit within [`STEADY_ONSET_DEV`] of their
-    /// keys with no second voice (a key press under speech), or over a steady background with
+    /// keys over its last two sub-blocks with no second voice (a key press under speech), or
+    /// over a steady background with
     /// one, the strongest pair of the last 5 ms holding [`STEADY_ONSET_SHARE`] of it (a key
     /// press over dial tone).
     /// Such tones pass the weak test only once the codec has built them up, 25 to 30 ms
@@ -752,9 +754,13 @@ impl Detector {
         if !under_speech && !over_background {
             return;
         }
-        let on_key = |t: usize| (turn_hz(self.turn(k, t)) / BANK_HZ[t]).abs() <= STEADY_ONSET_DEV;
+        // Read over each of the last two sub-blocks: a voice that happens to sit on a key
+        // over one of them drifts off it over the other (asking only the last one cost the
+        // Italian prompts through Opus 32 kbit/s 0.099 % at 10 ms look-ahead, now 0.096 %).
+        let on_key =
+            |j: u64, t: usize| (turn_hz(self.turn(j, t)) / BANK_HZ[t]).abs() <= STEADY_ONSET_DEV;
         let likely = if under_speech {
-            on_key(r) && on_key(c)
+            (k - 1..=k).all(|j| on_key(j, r) && on_key(j, c))
         } else {
             // The share of the last 5 ms's strongest pair, whichever bins hold it: SILK smears
             // a fresh tone's column into the bin beside it for a sub-block or two.
