@@ -78,16 +78,16 @@ enum Check {
 ///   after their onset);
 /// * through Opus at 16 kbit/s up to 6.65 ms with 20 ms of look-ahead (a tone over dial tone
 ///   that the codec keeps faint for its first 8 ms, at -30 dB of the tone's energy),
-///   11.65 ms with 10 ms (5.12 to 8.27 on the other seeds; 7.71 to 11.65 before the 48 kHz
-///   path masked a steady pair at once) and 7.73 ms with none (over dial tone, at 12 dB of
-///   twist);
+///   8.27 ms with 10 ms (heads of tones over dial tone; 7.71 to 11.65 ms per seed before the
+///   48 kHz path masked a steady pair at once, 11.65 before its mask took in the sub-blocks
+///   SILK smears the tone into) and 7.73 ms with none (over dial tone, at 12 dB of twist);
 /// * 24 and 32 kbit/s meet [`residual_limit`].
 fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
     let base = residual_limit(lookahead_ms, family);
     match path {
         Path::Opus(b) if b < 24_000 => base.max(match lookahead_ms {
             20.. => 7.0,
-            10..20 => 12.0,
+            10..20 => 9.0,
             _ => 8.0,
         }),
         Path::Opus(_) => base,

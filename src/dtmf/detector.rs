@@ -185,9 +185,15 @@ const SPEC_REACH_SHARE: f32 = 0.7;
 /// their keys over each of the last two sub-blocks and no second voice shows: a key press
 /// under speech ...
 const STEADY_ONSET_DEV: f32 = 0.005;
-/// ... or, over a steady background (dial tone), with a second voice beside it, when the
+/// ... or, over a steady background (dial tone), a second voice beside it or not, when the
 /// strongest pair of the last 5 ms holds this share of it.
 const STEADY_ONSET_SHARE: f32 = 0.85;
+/// Such a mask also reaches back over up to [`SMEAR_BLOCKS`] sub-blocks whose strongest pair
+/// is the pair or one beside it (a neighbouring row or column) holding this share of the
+/// sub-block: SILK at 16 kbit/s smears a fresh tone into the bins beside its own for a
+/// sub-block or two, where the pair's own amplitude shows too little of it.
+const SMEAR_SHARE: f32 = 0.4;
+const SMEAR_BLOCKS: u64 = 2;
 
 /// Samples (3 ms) at the start of a possible tone that a speculative frame-end mask leaves
 /// out: BRIEF 2.2 lets up to 5 ms of a tone leave with no look-ahead, and the onset estimate
@@ -585,12 +591,13 @@ impl Detector {
     /// for 10 ms is masked back to its onset at once, as a speculative mask the next
     /// sub-block confirms or ends, where both tones sit within [`STEADY_ONSET_DEV`] of their
     /// keys over its last two sub-blocks with no second voice (a key press under speech), or
-    /// over a steady background with
-    /// one, the strongest pair of the last 5 ms holding [`STEADY_ONSET_SHARE`] of it (a key
-    /// press over dial tone).
+    /// over a steady background where the strongest pair of the last 5 ms holds
+    /// [`STEADY_ONSET_SHARE`] of it (a key press over dial tone); the mask also takes in the
+    /// sub-blocks before the onset that SILK smears the tone into (see [`SMEAR_SHARE`]).
     /// Such tones pass the weak test only once the codec has built them up, 25 to 30 ms
     /// after their onset; waiting for that let 6.0 to 7.7 ms of their heads leave at every
-    /// bit rate. Calling it again replaces the setting.
+    /// bit rate (11.65 ms on another seed of the battery). Calling it again replaces the
+    /// setting.
     pub fn with_lookahead(mut self, samples: usize) -> Self {
         self.confirm = if samples >= CONFIRM_LOOKAHEAD { 2 } else { 1 };
         self.steady_onset = (CONFIRM_LOOKAHEAD..FULL_LOOKAHEAD).contains(&samples);
@@ -749,9 +756,8 @@ impl Detector {
         let (r, c) = self.gate_run.0;
         // A run is built of gate verdicts (see `on_subblock`); a pure one is confirmed by the
         // next sub-block soon enough, and music's held notes pass as pure.
-        let under_speech = matches!(self.last_weak, Weak::Gate(..));
-        let over_background = matches!(self.last_weak, Weak::Voiced(..));
-        if !under_speech && !over_background {
+        let gate = matches!(self.last_weak, Weak::Gate(..));
+        if !gate && !matches!(self.last_weak, Weak::Voiced(..)) {
             return;
         }
         // Read over each of the last two sub-blocks: a voice that happens to sit on a key
@@ -759,20 +765,39 @@ impl Detector {
         // Italian prompts through Opus 32 kbit/s 0.099 % at 10 ms look-ahead, now 0.096 %).
         let on_key =
             |j: u64, t: usize| (turn_hz(self.turn(j, t)) / BANK_HZ[t]).abs() <= STEADY_ONSET_DEV;
-        let likely = if under_speech {
-            (k - 1..=k).all(|j| on_key(j, r) && on_key(j, c))
-        } else {
-            // The share of the last 5 ms's strongest pair, whichever bins hold it: SILK smears
-            // a fresh tone's column into the bin beside it for a sub-block or two.
+        let under_speech = gate && (k - 1..=k).all(|j| on_key(j, r) && on_key(j, c));
+        // The share of the last 5 ms's strongest pair, whichever bins hold it: SILK smears a
+        // fresh tone's column into the bin beside it for a sub-block or two.
+        let over_background = || {
             let (p, mean) = self.window(k, 1);
             let (r1, c1) = Self::argmax(&p);
             self.subtract_background() && mean > 0.0 && (p[r1] + p[c1]) / mean >= STEADY_ONSET_SHARE
         };
-        if likely {
-            let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
-            let from = self.mask_onset(k, r, c, ref_amp, ref_e);
-            self.speculate_from(k, from, r, c, emit);
+        if !under_speech && !over_background() {
+            return;
         }
+        let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
+        let from = self.mask_onset(k, r, c, ref_amp, ref_e);
+        let from = from.min(self.smeared_head(from / SUB as u64, r, c) * SUB as u64);
+        self.speculate_from(k, from, r, c, emit);
+    }
+
+    /// The first of up to [`SMEAR_BLOCKS`] sub-blocks before `j` whose strongest pair is
+    /// `(r, c)` or beside it and holds [`SMEAR_SHARE`] of it (or `j` itself).
+    fn smeared_head(&self, mut j: u64, r: usize, c: usize) -> u64 {
+        let oldest = self.done.saturating_sub(HIST as u64 - 1);
+        for _ in 0..SMEAR_BLOCKS {
+            if j <= oldest {
+                break;
+            }
+            let (p, mean) = self.window(j - 1, 1);
+            let (r1, c1) = Self::argmax(&p);
+            if !near((r1, c1), (r, c)) || mean <= 0.0 || (p[r1] + p[c1]) / mean < SMEAR_SHARE {
+                break;
+            }
+            j -= 1;
+        }
+        j
     }
 
     /// Resampled input (the Opus path) with look-ahead to spare: edges may be placed more
