@@ -193,6 +193,8 @@ const STEADY_ONSET_SHARE: f32 = 0.85;
 /// sub-block: SILK at 16 kbit/s smears a fresh tone into the bins beside its own for a
 /// sub-block or two, where the pair's own amplitude shows too little of it.
 const SMEAR_SHARE: f32 = 0.4;
+/// ... at most this many (10 ms): a tone over dial tone through Opus 16 kbit/s read in the
+/// neighbouring bins for two sub-blocks on the battery.
 const SMEAR_BLOCKS: u64 = 2;
 
 /// Samples (3 ms) at the start of a possible tone that a speculative frame-end mask leaves
