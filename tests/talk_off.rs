@@ -230,13 +230,14 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 /// most through Opus at 32 kbit/s; that one was 0.094 % before a pair steady on its keys
 /// for 10 ms was masked at once, 0.102 % with a single window's weak-tone shares asked at
 /// 0.7 of their value, and 0.243 to 0.273 % before a tone-like window waited for the next
-/// sub-block there). NOT MET (issue 4) with none (0.58 to 2.42 %, where the
-/// path speculates every 5 ms and masks back to the onset): bounded at what was measured,
-/// rounded up.
+/// sub-block there). NOT MET (issue 4) with none (0.51 to 2.19 %, where the
+/// path speculates every 5 ms and masks back to the onset; 0.58 to 2.42 % while such a mask
+/// stood even where the frame's next sub-block showed the pair gone): bounded at what was
+/// measured, rounded up.
 #[cfg(feature = "opus")]
 fn share_limit_48k(lookahead_ms: u32) -> f64 {
     match lookahead_ms {
         10.. => 0.1,
-        _ => 2.5,
+        _ => 2.2,
     }
 }

@@ -197,6 +197,14 @@ const SMEAR_SHARE: f32 = 0.4;
 /// neighbouring bins for two sub-blocks on the battery.
 const SMEAR_BLOCKS: u64 = 2;
 
+/// A speculative mask asked for inside a frame on the resampled path (see
+/// `Detector::feed_f32`) is dropped, before the frame leaves, where the next sub-block does
+/// not confirm it and the pair's amplitude there falls under this fraction of what it was:
+/// a voice moving off the pair. A key press through Opus holds its amplitude even where its
+/// verdict flickers at the onset, and dropping every unconfirmed mask left 13 ms of such
+/// heads; at this fraction every leak residual, on every seed, is unchanged.
+const SPEC_FADE: f32 = 0.5;
+
 /// Samples (3 ms) at the start of a possible tone that a speculative frame-end mask leaves
 /// out: BRIEF 2.2 lets up to 5 ms of a tone leave with no look-ahead, and the onset estimate
 /// (from the first sub-block's fill) can sit up to about 1.5 ms late, so 3 ms keeps what
@@ -497,6 +505,10 @@ pub struct Detector {
     speculate: bool,
     /// Fed by a resampler (see [`Detector::for_resampled_input`]).
     resampled: bool,
+    /// Inside [`Detector::feed_f32`]: speculative masks are held back in `spec_held`.
+    holding: bool,
+    /// A speculative mask held back until the next sub-block or the frame's end.
+    spec_held: Option<(u64, u64)>,
     /// Background power per sample (see [`Detector::track_floor`]).
     floor: f32,
     /// Quietest sub-block power of each of the last [`FLOOR_BLOCKS`] blocks, a ring.
@@ -547,6 +559,8 @@ impl Detector {
             mask: MaskState::default(),
             speculate,
             resampled: false,
+            holding: false,
+            spec_held: None,
             floor: 0.0,
             floor_mins: [0.0; FLOOR_BLOCKS],
             last_weak: Weak::No,
@@ -671,6 +685,27 @@ impl Detector {
         self.after_call(emit);
     }
 
+    /// [`process_f32`](Self::process_f32) for one of several resampler chunks that make up
+    /// a frame: a speculative mask it asks for (with no look-ahead, over what may be a
+    /// tone's onset) is held back until the next sub-block, which emits it unless it ends
+    /// the mask with the pair faded (see `SPEC_FADE`: a voice moving off the pair), or until
+    /// [`end_of_frame`](Self::end_of_frame). The frame's output is decided only once all of
+    /// it has been analysed, so a mask the frame's own later sub-blocks have ended need not
+    /// cost any audio.
+    pub fn feed_f32<F: FnMut(DetectorEvent)>(&mut self, x: &[f32], emit: &mut F) {
+        self.holding = self.speculate;
+        self.process_f32(x, emit);
+        self.holding = false;
+    }
+
+    /// The frame fed with [`feed_f32`](Self::feed_f32) is complete and about to be output:
+    /// a speculative mask still held is emitted.
+    pub fn end_of_frame<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        if let Some((from, to)) = self.spec_held.take() {
+            emit(DetectorEvent::Mask { from, to });
+        }
+    }
+
     /// Append `x` to the ring of recent samples the second-harmonic check reads.
     #[inline]
     fn keep_raw(&mut self, x: &[i16]) {
@@ -682,6 +717,7 @@ impl Detector {
 
     /// End of stream: close an open digit and mask a partial sub-block under an open mask.
     pub fn flush<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
+        self.end_of_frame(emit);
         if let Some(t) = self.tone.take() {
             if t.reported {
                 emit(DetectorEvent::DigitEnd {
@@ -1625,6 +1661,14 @@ impl Detector {
         let s = k * SUB as u64;
         let e = s + SUB as u64;
         let m = self.mask;
+        // A speculative mask held back within the frame (see `feed_f32`) stands unless this
+        // sub-block ends it with the pair faded to under half its amplitude.
+        if let Some((from, to)) = self.spec_held.take() {
+            let faded = self.amp(k, m.r, m.c) < SPEC_FADE * self.amp(k - 1, m.r, m.c);
+            if trig.is_some() || !m.speculative || !faded {
+                emit(DetectorEvent::Mask { from, to });
+            }
+        }
         if let Some((r, c)) = trig {
             if !m.active || m.speculative || (r, c) != (m.r, m.c) {
                 let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
@@ -1861,7 +1905,11 @@ impl Detector {
         let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
         let to = (k + 1) * SUB as u64;
         if from < to {
-            emit(DetectorEvent::Mask { from, to });
+            if self.holding {
+                self.spec_held = Some((from, to));
+            } else {
+                emit(DetectorEvent::Mask { from, to });
+            }
         }
         self.mask = MaskState {
             active: true,
@@ -2226,6 +2274,59 @@ mod tests {
         let (x, a, b) = burst(40, Some((40, 10)));
         let s = spans(&x, 160);
         assert!(covered(&s, a, b), "{s:?}");
+    }
+
+    /// Masked samples of `x` fed as the resampled path with no look-ahead: 20 ms frames of
+    /// four 5 ms resampler chunks, each chunk through `process_f32`, or through `feed_f32`
+    /// with `end_of_frame` after the frame (`hold`).
+    fn masked_resampled(x: &[i16], hold: bool) -> Vec<bool> {
+        let mut det = Detector::new(&DetectorConfig::default(), &MaskConfig::default(), true)
+            .for_resampled_input()
+            .with_lookahead(0);
+        let mut m = vec![false; x.len() + SUB];
+        let mut on = |ev| {
+            if let DetectorEvent::Mask { from, to } = ev {
+                m[from as usize..to as usize].fill(true);
+            }
+        };
+        for frame in x.chunks(160) {
+            for chunk in frame.chunks(SUB) {
+                let y: Vec<f32> = chunk.iter().map(|&v| v as f32).collect();
+                if hold {
+                    det.feed_f32(&y, &mut on);
+                } else {
+                    det.process_f32(&y, &mut on);
+                }
+            }
+            if hold {
+                det.end_of_frame(&mut on);
+            }
+        }
+        m
+    }
+
+    /// With no look-ahead on the resampled path, a speculative mask over an inner chunk of a
+    /// frame that the next sub-block ends (the pair gone) costs nothing once the frame is
+    /// decided whole, while a key press is still masked (all but its first 5 ms).
+    #[test]
+    fn a_mask_the_frame_itself_ends_costs_no_audio() {
+        let mut dropped = 0;
+        for ms in [7, 8, 9, 10] {
+            for shift in (0..160).step_by(10) {
+                let (x, _, _) = burst(ms, None);
+                let x = &x[shift..];
+                let (now, held) = (masked_resampled(x, false), masked_resampled(x, true));
+                assert!(held.iter().zip(&now).all(|(&h, &n)| n || !h));
+                dropped += (held != now) as usize;
+            }
+        }
+        assert!(dropped > 0, "no speculative mask was dropped");
+        for shift in (0..160).step_by(10) {
+            let (x, a, b) = burst(40, None);
+            let held = masked_resampled(&x[shift..], true);
+            let (a, b) = (a - shift + 40, b - shift);
+            assert!(held[a..b].iter().all(|&h| h), "shift {shift}");
+        }
     }
 
     /// A detector fed `x` in 20 ms frames, as the resampled (Opus) path with no look-ahead

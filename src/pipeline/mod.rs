@@ -369,12 +369,14 @@ impl<T: Sample> ChannelPipeline<T> {
                 .process(&self.lin[..n], &mut |ev| pending.push(ev)),
             Some(ds) => {
                 let det = &mut self.detector;
-                if ds
-                    .push(&self.lin[..n], |y| {
-                        det.process_f32(y, &mut |ev| pending.push(ev))
-                    })
-                    .is_err()
-                {
+                // The frame goes in as several resampler chunks and is output whole: a
+                // speculative mask over an inner chunk waits for the next one (see
+                // `Detector::feed_f32`), and the frame end decides what is still held.
+                let r = ds.push(&self.lin[..n], |y| {
+                    det.feed_f32(y, &mut |ev| pending.push(ev))
+                });
+                det.end_of_frame(&mut |ev| pending.push(ev));
+                if r.is_err() {
                     self.fail_closed = true;
                     tracing::warn!(
                         channel = self.channel.0,
