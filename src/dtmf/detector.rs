@@ -801,16 +801,12 @@ impl Detector {
         // Read over each of the last two sub-blocks: a voice that happens to sit on a key
         // over one of them drifts off it over the other (asking only the last one cost the
         // Italian prompts through Opus 32 kbit/s 0.099 % at 10 ms look-ahead, now 0.096 %).
-        let on_key =
-            |j: u64, t: usize| (turn_hz(self.turn(j, t)) / BANK_HZ[t]).abs() <= STEADY_ONSET_DEV;
+        let on_key = |j: u64, t: usize| self.turn_dev(j, t) <= STEADY_ONSET_DEV;
         let under_speech = gate && (k - 1..=k).all(|j| on_key(j, r) && on_key(j, c));
         // The share of the last 5 ms's strongest pair, whichever bins hold it: SILK smears a
         // fresh tone's column into the bin beside it for a sub-block or two.
-        let over_background = || {
-            let (p, mean) = self.window(k, 1);
-            let (r1, c1) = Self::argmax(&p);
-            self.subtract_background() && mean > 0.0 && (p[r1] + p[c1]) / mean >= STEADY_ONSET_SHARE
-        };
+        let over_background =
+            || self.subtract_background() && self.strongest(k).1 >= STEADY_ONSET_SHARE;
         if !under_speech && !over_background() {
             return;
         }
@@ -828,9 +824,8 @@ impl Detector {
             if j <= oldest {
                 break;
             }
-            let (p, mean) = self.window(j - 1, 1);
-            let (r1, c1) = Self::argmax(&p);
-            if !near((r1, c1), (r, c)) || mean <= 0.0 || (p[r1] + p[c1]) / mean < SMEAR_SHARE {
+            let (pair, share) = self.strongest(j - 1);
+            if !near(pair, (r, c)) || share < SMEAR_SHARE {
                 break;
             }
             j -= 1;
@@ -1447,6 +1442,25 @@ impl Detector {
         self.sb(k).c(t).mul_conj(self.sb(k - 1).c(t)).arg()
     }
 
+    /// Frequency error of tone `t` over sub-block `k` (from its phase turn), as a fraction
+    /// of the key's frequency.
+    fn turn_dev(&self, k: u64, t: usize) -> f32 {
+        (turn_hz(self.turn(k, t)) / BANK_HZ[t]).abs()
+    }
+
+    /// The strongest pair of sub-block `k` (5 ms) and the share of the sub-block's power it
+    /// holds (0 in digital silence).
+    fn strongest(&self, k: u64) -> ((usize, usize), f32) {
+        let (p, mean) = self.window(k, 1);
+        let (r, c) = Self::argmax(&p);
+        let share = if mean > 0.0 {
+            (p[r] + p[c]) / mean
+        } else {
+            0.0
+        };
+        ((r, c), share)
+    }
+
     /// Power of tone `t` over the last `n` sub-blocks after following its frequency: each
     /// sub-block is turned back by the mean phase drift between sub-blocks before they are
     /// summed, so a tone a few percent off its nominal frequency keeps its coherence while
@@ -1793,12 +1807,7 @@ impl Detector {
     fn speculative_tail<F: FnMut(DetectorEvent)>(&mut self, emit: &mut F) {
         let k = self.done - 1;
         let (p, mean) = self.window(k, 1);
-        let (r1, c1) = Self::argmax(&p);
-        let share5 = if mean > 0.0 {
-            (p[r1] + p[c1]) / mean
-        } else {
-            0.0
-        };
+        let ((r1, c1), share5) = self.strongest(k);
         let (r, c, ratio2) = match self.last_weak {
             Weak::Onset(r, c, x) | Weak::Gate(r, c, x) | Weak::Pure(r, c, x) => (r, c, x),
             Weak::Voiced(r, c, x) => (r, c, x),
@@ -1821,8 +1830,7 @@ impl Detector {
             }
         };
         // The pair's frequency over the last sub-block, from its phase turn.
-        let dev = |t: usize| (turn_hz(self.turn(k, t)) / BANK_HZ[t]).abs();
-        let dev = dev(r).max(dev(c));
+        let dev = self.turn_dev(k, r).max(self.turn_dev(k, c));
         let fresh = self.amp(k - 1, r, c) < SPEC_FRESH * self.amp(k, r, c);
         // (a) The same steady pair has held for 10 ms already (a key press with speech
         // underneath): mask back to where the run began.
