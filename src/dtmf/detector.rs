@@ -22,7 +22,9 @@
 //!   with 10 to 19 ms, where on the resampled path a pair steady on its keys for 10 ms is
 //!   masked from its onset at once). Every strict hit is masked too, so the masker always
 //!   decides on weaker evidence than the reporter. With no look-ahead, a frame that ends in a
-//!   possible onset is masked speculatively and the next sub-block confirms or ends it.
+//!   possible onset is masked speculatively and the next sub-block confirms or ends it; a
+//!   frame fed as several resampler chunks (`Detector::feed_f32`) holds such a mask back
+//!   until the next sub-block, so one that the frame's own audio ends costs nothing.
 //!
 //! Tone edges are placed from each sub-block's *fill*: its energy relative to a fully-on
 //! sub-block of the same tone, counted only where the pair's own amplitude shows the tone.
