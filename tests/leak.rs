@@ -641,24 +641,55 @@ fn speech_and_music_through_opus_lose_under_a_tenth_of_a_percent() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Digits over speech only 5 dB below the tones (the BRIEF's "aim"): printed, not asserted.
-/// Where the detector itself cannot find a tone under speech, the masker may miss it too.
+/// Digits over speech only 5 dB below the tones (the BRIEF's "aim"). Locally the speech is
+/// often louder than the tones there, and before the detector's buried-pair rule (a pair on
+/// its keys for 25 of 30 ms, holding 28 % of the window) 5 of the 231 tones were left whole
+/// at 8 kHz and multimon-ng decoded 2 digits from the output; through Opus 1 to 5.
+/// Asserted: no tone left whole and no digit multimon-ng decodes, on every path at 0 and 20
+/// ms of look-ahead, and at 8 kHz at 10 ms too. The Opus path at 10 ms, where the rule is off
+/// (see README, Known gaps), and what our most sensitive detector still reads from the heads
+/// left are printed.
 #[test]
-fn digits_over_louder_speech_are_measured() {
-    let (x, placed) = digits_over_speech(-5.0, -10.0, 900);
-    for la in LOOKAHEADS {
-        let (y, _) = mask(&x, Codec::Pcmu, la);
-        let own = detect(&y, &DetectorConfig::most_sensitive()).len();
-        let mm = multimon_digits(&y).map_or("not run".to_string(), |m| m.len().to_string());
-        let res = residuals(&x, &y, &placed, silence_linear(Codec::Pcm16));
-        let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
-        let part = res
-            .iter()
-            .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
-            .count();
-        println!(
-            "over speech -5 dB, lookahead {la:>2} ms: {} tones; {whole} left unmasked, {part} with more than 5 ms left; after masking own detector (most sensitive) finds {own}, multimon-ng {mm}",
-            placed.len()
-        );
-    }
+fn digits_over_louder_speech_leave_no_decodable_digit() {
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = paths()
+            .into_iter()
+            .map(|path| {
+                s.spawn(move || {
+                    let (x, placed) = digits_over_speech_at(-5.0, -10.0, 900, path.rate());
+                    let x = path.through(&x);
+                    let mut failures = Vec::new();
+                    let mut line = format!("over speech -5 dB, {path}, {} tones:", placed.len());
+                    for la in LOOKAHEADS {
+                        let (y, _) = path.mask(&x, la);
+                        let own = path.detect(&y, &DetectorConfig::most_sensitive()).len();
+                        let mm = path.multimon(&y).map(|m| m.len());
+                        let res = residuals(&x, &y, &placed, path.silence());
+                        let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
+                        let part = res
+                            .iter()
+                            .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
+                            .count();
+                        let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
+                        line += &format!(
+                            " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {};",
+                            mm.map_or("not run".to_string(), |m| m.to_string())
+                        );
+                        let asserted = !(path.is_opus() && la == 10);
+                        if asserted && (whole > 0 || mm.unwrap_or(0) > 0) {
+                            failures.push(format!(
+                                "{path} la={la}: {whole} tones left whole, multimon-ng {mm:?}"
+                            ));
+                        }
+                    }
+                    println!("{line}");
+                    failures
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .flat_map(|h| h.join().expect("louder speech thread"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
