@@ -233,9 +233,10 @@ const BURIED_RATIO: f32 = 0.28;
 /// amplitude it had over the one before, so a run stops where the tone does (without these
 /// the Opus path's masks ran 2 to 7 ms further past a tone's end).
 const BURIED_SHARE_5MS: f32 = 0.2;
-/// Frequency error allowed over the summed turn. A voice's harmonics drift with its pitch;
-/// at 1 % over each single step (and the masker's 16 dB of twist) the Italian prompts lost
-/// 0.107 % at 10 and 20 ms look-ahead instead of 0.072 and 0.059; as it is, 0.079 and 0.067.
+/// Frequency error allowed over the summed turn. A voice's harmonics drift with its pitch:
+/// asking 1.5 % over each single step (with the window's strongest pair and the masker's
+/// 16 dB of twist) cost the Italian prompts 0.107 and 0.104 % at 10 and 20 ms look-ahead
+/// instead of 0.072 and 0.059, and 1 % left a tone whole; as it is, 0.079 and 0.067 %.
 const BURIED_DEV: f32 = 0.008;
 /// Sub-block steps summed for [`BURIED_DEV`].
 const BURIED_TURNS: u64 = 3;
