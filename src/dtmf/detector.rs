@@ -681,12 +681,12 @@ impl Detector {
     ///
     /// With 10 to 19 ms, a pair that has held steady on its keys for 10 ms is masked back to
     /// its onset at once, as a speculative mask the next sub-block confirms or ends, where
-    /// both tones sit within [`STEADY_ONSET_DEV`] of their keys over its last two sub-blocks
+    /// both tones sit within `STEADY_ONSET_DEV` of their keys over its last two sub-blocks
     /// with no second voice (a key press under speech; at 8 kHz a second voice is allowed),
     /// or, on the resampled path (Opus),
     /// over a steady background where the strongest pair of the last 5 ms holds
-    /// [`STEADY_ONSET_SHARE`] of it (a key press over dial tone); the mask also takes in the
-    /// sub-blocks before the onset that SILK smears the tone into (see [`SMEAR_SHARE`]).
+    /// `STEADY_ONSET_SHARE` of it (a key press over dial tone); the mask also takes in the
+    /// sub-blocks before the onset that SILK smears the tone into (see `SMEAR_SHARE`).
     /// Such tones pass the weak test only once the codec has built them up, 25 to 30 ms
     /// after their onset; waiting for that let 6.0 to 7.7 ms of their heads leave at every
     /// bit rate (11.65 ms on another seed of the battery). Calling it again replaces the

@@ -531,7 +531,8 @@ pub struct Call {
 }
 
 impl Call {
-    /// Assemble a call; [`run`](Self::run) drives it.
+    /// Assemble a call; a worker (`super::worker`) drives it through
+    /// [`on_readable`](Self::on_readable) and [`on_deadline`](Self::on_deadline).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         spec: CallSpec,
