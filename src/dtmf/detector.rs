@@ -1841,11 +1841,12 @@ impl Detector {
         let s = k * SUB as u64;
         let e = s + SUB as u64;
         let m = self.mask;
-        // A speculative mask held back within the frame (see `feed_f32`) stands unless this
+        // A speculative mask held back within the frame (see `feed_f32`; only
+        // `speculate_from` holds one, so `m` is that speculation) stands unless this
         // sub-block ends it with the pair faded to under half its amplitude.
         if let Some((from, to)) = self.spec_held.take() {
             let faded = self.amp(k, m.r, m.c) < SPEC_FADE * self.amp(k - 1, m.r, m.c);
-            if trig.is_some() || !m.speculative || !faded {
+            if trig.is_some() || !faded {
                 emit(DetectorEvent::Mask { from, to });
             }
         }
@@ -2162,10 +2163,6 @@ mod tests {
         left
     }
 
-    fn left_with_no_lookahead(x: &[i16]) -> Vec<bool> {
-        left_with_lookahead(x, 0)
-    }
-
     /// A key press over dial tone that begins 5 to 6 ms before a frame end: its 10 ms window
     /// is still half dial tone and its 5 ms phase turn reads nothing, but the pair has just
     /// risen and holds the last 5 ms, so the frame end is masked and at most 5 ms leaves.
@@ -2188,7 +2185,7 @@ mod tests {
                     ToneSpec::level(-10.0),
                     &mut rng,
                 );
-                let left = left_with_no_lookahead(&to_i16(&x));
+                let left = left_with_lookahead(&to_i16(&x), 0);
                 let n = left[start..start + 400].iter().filter(|&&l| l).count();
                 assert!(
                     n <= 40,
