@@ -26,10 +26,12 @@ fn beyond_acceptance(name: &str) -> bool {
 
 /// Most milliseconds of one tone (16 ms or longer) allowed to reach the output (BRIEF 2.2):
 /// none with 20 ms of look-ahead, 5 with none. With no look-ahead a frame's tail is masked
-/// speculatively where it may be a key press, from 2.5 ms after the possible tone's estimated
+/// speculatively where it may be a key press, from 1 ms after the possible tone's estimated
 /// onset, which keeps what leaves of a tone under 5 ms (detector.rs, `speculative_tail`,
 /// `SPEC_HEAD`); measured worst 4.12 ms over every family, speech underneath included (4.50
-/// when 3 ms were left).
+/// when 3 ms were left). What is left must also be unreadable to a matched-filter classifier
+/// (see [`CLASSIFIER_READS_AT_10MS`]): with 2.5 ms left out of the mask it read heads of 2.0
+/// to 4.6 ms of 71 tones within the acceptance limits at no look-ahead over seeds 0 to 6.
 ///
 /// The same bounds hold on the 48 kHz path, through Opus at every bit rate too. With 20 ms
 /// of look-ahead it leaves 0 ms (through Opus at 16 kbit/s the last 0.15 ms of a tone was
@@ -57,6 +59,14 @@ fn residual_limit(lookahead_ms: u32, family: &str) -> f64 {
     }
 }
 
+/// Tones within the acceptance limits that the matched-filter classifier (`tests/common`,
+/// `classify_tone_span`: it knows where each tone was) may read from one path's output on the
+/// committed battery: none with 0 or 20 ms of look-ahead; with 10 ms, heads of tones under
+/// speech that are confirmed only once the pair has held for 20 ms (6.1 to 7.5 ms of them
+/// left at 8 kHz, see [`residual_limit`]): 3 of 231 read at 8 kHz, none through Opus. NOT MET
+/// (BRIEF 2.2: no digit recoverable by such a classifier), issue 4.
+const CLASSIFIER_READS_AT_10MS: usize = 3;
+
 /// How [`leak_check`] judges a battery.
 #[derive(Clone, Copy, PartialEq)]
 enum Check {
@@ -75,7 +85,8 @@ enum Check {
 /// measured, rounded up. NOT MET (BRIEF 2.2: 0 ms with 20 ms of look-ahead, 5 with none):
 /// * at 8 kHz (every G.711 law alike) up to 8.88 ms of a tone's head with no look-ahead
 ///   (12 dB twist, 5 % off, S/N 12 and 6 dB: beyond the acceptance limits; tones within
-///   them meet the 5 ms, at most 4.62 ms, where they left 6.00 ms over dial tone, at 6 dB
+///   them meet the 5 ms, at most 4.12 ms (4.62 while 2.5 ms of a possible head were left
+///   out of the speculative mask), where they left 6.00 ms over dial tone, at 6 dB
 ///   twist and 2 % off before a frame end where the pair had just risen was masked whatever
 ///   its 10 ms verdict, and 5.12 ms at 6 dB twist while 3 ms of a possible tone's head were
 ///   left out of the speculative mask instead of 2.5), and
@@ -307,6 +318,7 @@ fn leak_check(path: Path, seed: u64, check: Check) -> Vec<String> {
             let mut speech_span: f64 = 0.0;
             let mut short_leaks: Vec<f64> = Vec::new();
             let (mut own_found, mut multimon_found) = (0, 0);
+            let (mut classifier_read, mut classifier_beyond) = (0, 0);
             for (name, x, placed) in &battery {
                 let (name, x) = (name.as_str(), x.as_slice());
                 let (y, log) = path.mask(x, la);
@@ -378,6 +390,29 @@ fn leak_check(path: Path, seed: u64, check: Check) -> Vec<String> {
                         short_leaks.push(r.leaked_ms);
                         continue;
                     }
+                    // (d) A matched-filter classifier that knows where the tone was (BRIEF
+                    // 2.2), reading whatever the masker left of it.
+                    if classify_tone_span(&y, p, sil).recovers(p.digit) {
+                        if beyond_acceptance(name) {
+                            classifier_beyond += 1;
+                        } else {
+                            classifier_read += 1;
+                            // Known: heads of tones under speech at 10 ms of look-ahead (see
+                            // `residual_limit`; bounded in number below), and on other seeds
+                            // only tones already over the 5 ms a residual may be.
+                            let known = match check {
+                                Check::Battery => la == 10 && name.contains("speech"),
+                                Check::Sweep => r.leaked_ms > 5.0,
+                            };
+                            if !known {
+                                failures.push(format!(
+                                    "{path} seed {seed} la={la} {name}: the matched-filter classifier reads the tone at {:.1} ms from the {:.2} ms left of it",
+                                    p.start_ms(),
+                                    r.leaked_ms
+                                ));
+                            }
+                        }
+                    }
                     let limit = match check {
                         Check::Battery => residual_limit(la, name),
                         Check::Sweep => sweep_residual_limit(path, la, name),
@@ -426,9 +461,14 @@ fn leak_check(path: Path, seed: u64, check: Check) -> Vec<String> {
             );
             // One print per look-ahead, so lines from parallel bit rates do not interleave.
             println!(
-                "leak {path} seed {seed} lookahead {la:>2} ms, continued: tones under 16 ms: residual max {:.2} ms (not bounded; no decoder reads them); most-sensitive detector digits away from any tone (in speech): {sensitive_talk_off}; over speech, masked span reaches {speech_span:.1} ms beyond a tone",
+                "leak {path} seed {seed} lookahead {la:>2} ms, continued: matched-filter classifier that knows where each tone was reads {classifier_read} tones within the acceptance limits, {classifier_beyond} beyond them; tones under 16 ms: residual max {:.2} ms (not bounded; no decoder reads them); most-sensitive detector digits away from any tone (in speech): {sensitive_talk_off}; over speech, masked span reaches {speech_span:.1} ms beyond a tone",
                 short_leaks.iter().cloned().fold(0.0, f64::max)
             );
+            if check == Check::Battery && classifier_read > CLASSIFIER_READS_AT_10MS {
+                failures.push(format!(
+                    "{path} la={la}: the matched-filter classifier reads {classifier_read} tones"
+                ));
+            }
             if strays > 0 && check == Check::Battery {
                 failures.push(format!(
                     "{path} la={la}: {strays} masked spans away from any tone"
@@ -467,7 +507,56 @@ fn multimon_ng_decodes_the_unmasked_battery_so_the_leak_check_can_fail() {
         );
         let found = path.detect(&x, &DetectorConfig::most_sensitive());
         assert_eq!(found.len(), placed.len(), "{path}");
+        // The matched-filter classifier reads every tone of the unmasked battery (i16::MIN:
+        // no sample counts as masked).
+        let read = placed
+            .iter()
+            .filter(|p| classify_tone_span(&x, p, i16::MIN).recovers(p.digit))
+            .count();
+        println!(
+            "unmasked {path} {name}: the matched-filter classifier reads {read} of {} tones",
+            placed.len()
+        );
+        assert_eq!(read, placed.len(), "{path} {name}");
     }
+}
+
+/// How much of a clean tone's head the matched-filter classifier needs: every key at -4 dBm0
+/// at 8 kHz, each at 8 random phases, masked from `head_ms` after its onset (what a
+/// speculative frame-end mask leaves with no look-ahead is about `SPEC_HEAD` in detector.rs,
+/// 1 ms). Measured, of 128 key presses: none from 1 or 1.5 ms, 1 from 2 ms, 4 from 2.5 and
+/// 3 ms, 15 from 4 ms, 66 from 5 ms.
+#[test]
+fn the_classifier_reads_a_clean_head_of_a_few_milliseconds() {
+    let keys = "123A456B789C*0#D";
+    let read_with = |head_ms: f64| {
+        (0..8u64)
+            .map(|seed| {
+                let items: Vec<(char, f64, f64, ToneSpec)> = keys
+                    .chars()
+                    .map(|c| (c, 60.0, 60.0, ToneSpec::level(-4.0)))
+                    .collect();
+                let (x, placed) = train_at(&items, 100.0, &mut Rng::new(seed), RATE as u32);
+                let mut y = to_i16(&x);
+                for p in &placed {
+                    y[p.start + ms(head_ms)..p.start + p.len].fill(0);
+                }
+                placed
+                    .iter()
+                    .filter(|p| classify_tone_span(&y, p, 0).recovers(p.digit))
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let heads = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0];
+    let reads: Vec<usize> = heads.iter().map(|&h| read_with(h)).collect();
+    println!("clean heads of {heads:?} ms: the classifier reads {reads:?} of 128 key presses");
+    assert_eq!(reads[0], 0, "a 1 ms head is read");
+    assert!(
+        reads[6] >= 64,
+        "only {} of 128 5 ms heads read: the classifier is too weak to judge what is left",
+        reads[6]
+    );
 }
 
 /// A `tone_masked` event reports audio that was replaced, no more and no less: over the
@@ -557,9 +646,9 @@ fn speech_and_music_lose_under_a_tenth_of_a_percent() {
                 masked as f64 / 8.0,
                 xin.len() as f64 / 8000.0
             );
-            // BRIEF 2.2: under 0.1 %, at every look-ahead (measured: 0.060 to 0.071 % with
-            // none, where frame tails that may hold an onset are masked speculatively; 0 with
-            // 10 and 20 ms).
+            // BRIEF 2.2: under 0.1 %, at every look-ahead (measured: 0.068 to 0.079 % with
+            // none, where frame tails that may hold an onset are masked speculatively, 0.060
+            // to 0.071 % while 2.5 ms of a possible head were left out; 0 with 10 and 20 ms).
             assert!(share < 0.1, "{codec:?} la={la}: {share:.3} % masked");
         }
     }

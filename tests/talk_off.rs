@@ -90,9 +90,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 ///
 /// Met with 10 ms of look-ahead too (0.032 to 0.076 %, Italian the most; 0.034 to 0.077 %
 /// with the single-window shares at 0.7, 0.23 % before a tone-like window waited for the
-/// next sub-block there). NOT MET with none (0.17 to
-/// 0.52 %), where each frame tail that may hold a key press's onset is masked
-/// speculatively. Bounded at what was measured, rounded up.
+/// next sub-block there). NOT MET with none (0.18 to 0.55 %; 0.17 to 0.53 % while 2.5 ms
+/// of a possible head were left out of the mask), where each frame tail that may hold a key
+/// press's onset is masked speculatively. Bounded at what was measured, rounded up.
 fn share_limit_8k(lookahead_ms: u32) -> f64 {
     match lookahead_ms {
         10.. => 0.1,
