@@ -760,8 +760,12 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
                             .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
                             .count();
                         let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
+                        let read = placed
+                            .iter()
+                            .filter(|p| classify_tone_span(&y, p, path.silence()).recovers(p.digit))
+                            .count();
                         line += &format!(
-                            " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {};",
+                            " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {}, matched-filter classifier reads {read};",
                             mm.map_or("not run".to_string(), |m| m.to_string())
                         );
                         let whole_asserted = !(path.is_opus() && la == 10);
