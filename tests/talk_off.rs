@@ -88,7 +88,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// measured purity above a background estimate that climbs toward music with no pauses, see
 /// `Detector::subtract_background`).
 ///
-/// Met with 10 ms of look-ahead too (0.032 to 0.076 %, Italian the most; 0.034 to 0.077 %
+/// Met with 10 ms of look-ahead too (0.036 to 0.085 %, Italian the most; 0.032 to 0.083 %
+/// before a pair through the gate could be masked at once 1.2 % off its keys; 0.034 to 0.077 %
 /// with the single-window shares at 0.7, 0.23 % before a tone-like window waited for the
 /// next sub-block there). NOT MET with none (0.18 to 0.55 %; 0.17 to 0.53 % while 2.5 ms
 /// of a possible head were left out of the mask), where each frame tail that may hold a key
