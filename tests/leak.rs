@@ -87,8 +87,10 @@ enum Check {
 ///   left out of the speculative mask instead of 2.5), and
 ///   3.38 ms with 20 ms (heads of tones beyond the acceptance limits only, confirmed 25 ms
 ///   after their onset);
-/// * through Opus at 16 kbit/s up to 6.65 ms with 20 ms of look-ahead (a tone over dial tone
-///   that the codec keeps faint for its first 8 ms, at -30 dB of the tone's energy),
+/// * through Opus at 16 kbit/s up to 3.27 ms with 20 ms of look-ahead (6.65 ms of a tone over
+///   dial tone that SILK put in the bins beside its own for 10 ms, which the matched-filter
+///   classifier read, before a confirmed mask reached back over them, detector.rs
+///   `SMEAR_AMP`),
 ///   8.27 ms with 10 ms (heads of tones over dial tone; 7.71 to 11.65 ms per seed before the
 ///   48 kHz path masked a steady pair at once, 11.65 before its mask took in the sub-blocks
 ///   SILK smears the tone into) and 7.73 ms with none (over dial tone, at 12 dB of twist);
@@ -97,7 +99,7 @@ fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
     let base = residual_limit(lookahead_ms, family);
     match path {
         Path::Opus(b) if b < 24_000 => base.max(match lookahead_ms {
-            20.. => 7.0,
+            20.. => 3.5,
             10..20 => 9.0,
             _ => 8.0,
         }),
