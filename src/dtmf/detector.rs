@@ -700,7 +700,7 @@ impl Detector {
     /// keeps its pair for its whole length, while most speech and music that passes one
     /// window's test does not pass the next; with 20 ms the mask still starts where the tone
     /// did, with 10 to 19 ms up to 5 ms of a tone's head may leave first (nothing decodable:
-    /// the leak battery's worst residual at 10 ms stayed 9.25 ms at 8 kHz, 7.50 now, and Italian
+    /// the leak battery's worst residual at 10 ms stayed 9.25 ms at 8 kHz, 5.38 now, and Italian
     /// prompts lost 0.07 instead of 0.23 % to masking). Below 20 ms (and with no
     /// speculation, which is for none) the weak-tone shares of a single window are asked at
     /// `weak_tone_share_scale_short` of their value; a same-pair run's share only where
@@ -710,8 +710,9 @@ impl Detector {
     /// With 10 to 19 ms, a pair that has held steady on its keys for 10 ms is masked back to
     /// its onset at once, as a speculative mask the next sub-block confirms or ends, where
     /// both tones sit within `STEADY_ONSET_DEV` of their keys over its last two sub-blocks
-    /// with no second voice (a key press under speech; at 8 kHz a second voice is allowed),
-    /// or, on the resampled path (Opus),
+    /// with no second voice (a key press under speech; at 8 kHz a second voice is allowed, and
+    /// a window through the gate may sit within `STEADY_GATE_DEV`), or, on the resampled path
+    /// (Opus),
     /// over a steady background where the strongest pair of the last 5 ms holds
     /// `STEADY_ONSET_SHARE` of it (a key press over dial tone); the mask also takes in the
     /// sub-blocks before the onset that SILK smears the tone into (see `SMEAR_SHARE`).
@@ -2107,8 +2108,9 @@ impl Detector {
     /// Where a speculative mask ending with sub-block `k` may start instead of `from`: the
     /// first [`SPEC_HEAD`] samples of a possible tone may leave (too few for the leak
     /// battery's matched-filter classifier to read), so only what lies beyond them is masked;
-    /// a speech onset taken for a tone then costs that much less. Never later than the end of sub-block `k` (an empty span still opens the
-    /// speculative state the next sub-block confirms or ends).
+    /// a speech onset taken for a tone then costs that much less. Never later than the end of
+    /// sub-block `k` (an empty span still opens the speculative state the next sub-block
+    /// confirms or ends).
     fn leave_head(&self, k: u64, from: u64, r: usize, c: usize) -> u64 {
         let (ref_amp, ref_e) = self.reference(k - 1, k, r, c);
         let onset = self.estimate_onset(k, r, c, ref_amp, ref_e);
