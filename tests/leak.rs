@@ -497,10 +497,7 @@ fn multimon_ng_decodes_the_unmasked_battery_so_the_leak_check_can_fail() {
         assert_eq!(found.len(), placed.len(), "{path}");
         // The matched-filter classifier reads every tone of the unmasked battery (i16::MIN:
         // no sample counts as masked).
-        let read = placed
-            .iter()
-            .filter(|p| classify_tone_span(&x, p, i16::MIN).recovers(p.digit))
-            .count();
+        let read = classifier_reads(&x, &placed, i16::MIN);
         println!(
             "unmasked {path} {name}: the matched-filter classifier reads {read} of {} tones",
             placed.len()
@@ -529,10 +526,7 @@ fn the_classifier_reads_a_clean_head_of_a_few_milliseconds() {
                 for p in &placed {
                     y[p.start + ms(head_ms)..p.start + p.len].fill(0);
                 }
-                placed
-                    .iter()
-                    .filter(|p| classify_tone_span(&y, p, 0).recovers(p.digit))
-                    .count()
+                classifier_reads(&y, &placed, 0)
             })
             .sum::<usize>()
     };
@@ -748,10 +742,7 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
                             .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
                             .count();
                         let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
-                        let read = placed
-                            .iter()
-                            .filter(|p| classify_tone_span(&y, p, path.silence()).recovers(p.digit))
-                            .count();
+                        let read = classifier_reads(&y, &placed, path.silence());
                         line += &format!(
                             " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {}, matched-filter classifier reads {read};",
                             mm.map_or("not run".to_string(), |m| m.to_string())

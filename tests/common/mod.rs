@@ -270,8 +270,6 @@ pub struct Classified {
     pub col_margin_db: f64,
     /// Share of the left samples' power that the two picked frequencies explain.
     pub share: f64,
-    /// Samples of the span that were not masked.
-    pub left: usize,
 }
 
 impl Classified {
@@ -356,7 +354,6 @@ pub fn classify_tone_span(y: &[i16], p: &Placed, silence: i16) -> Classified {
             row_margin_db: 0.0,
             col_margin_db: 0.0,
             share: 0.0,
-            left: 0,
         };
     }
     let pick = |g: &[f64]| {
@@ -374,8 +371,15 @@ pub fn classify_tone_span(y: &[i16], p: &Placed, silence: i16) -> Classified {
         row_margin_db: rm,
         col_margin_db: cm,
         share,
-        left,
     }
+}
+
+/// How many of `placed` the classifier reads from `y` (see [`Classified::recovers`]).
+pub fn classifier_reads(y: &[i16], placed: &[Placed], silence: i16) -> usize {
+    placed
+        .iter()
+        .filter(|p| classify_tone_span(y, p, silence).recovers(p.digit))
+        .count()
 }
 
 /// Sum of the powers at the two tone frequencies (matched filter over the span), 8 kHz.
