@@ -765,3 +765,102 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Frequency errors of the off-key tones under speech: both tones of each press off by this
+/// much, the detector's reporting tolerance (1.5 %) and the masking tolerance's middle
+/// (2.5 %), each way.
+const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
+
+/// Key presses off their frequencies under speech 10 dB below: two conditions the battery
+/// holds one at a time (speech at the BRIEF's "must" level with on-key tones; off-key tones
+/// in the clear), together. 231 presses of 70 ms at -10 dBm0 per frequency error, on every
+/// path at every look-ahead.
+///
+/// Asserted: multimon-ng decodes nothing from the output (it decodes 2 to 14 of the presses
+/// 1.5 % off before masking, which is checked, so this can fail), and no press 1.5 % off is
+/// left whole. NOT MET, printed (README, Known gaps): presses 2.5 % off, which our most
+/// sensitive detector finds in about two thirds of the unmasked presses, are left whole 1 to
+/// 3 times per 231 at 8 kHz and up to 6 through Opus at 10 and 20 ms, and the matched-filter
+/// classifier reads 1 to 21 per 231 at every frequency error; the speech pulls the weaker
+/// tone's phase turn off its key, so the runs and gates that mask a key press under speech
+/// do not form.
+#[test]
+fn off_key_digits_under_speech() {
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = paths()
+            .into_iter()
+            .map(|path| {
+                s.spawn(move || {
+                    let mut failures = Vec::new();
+                    let mut lines = Vec::new();
+                    for (i, dev) in OFF_KEY_DEVS.into_iter().enumerate() {
+                        let spec = ToneSpec {
+                            low_dev: dev,
+                            high_dev: dev,
+                            ..ToneSpec::level(-10.0)
+                        };
+                        let (x, placed) =
+                            digits_over_speech_with(-10.0, spec, 900 + i as u64, path.rate());
+                        let x = path.through(&x);
+                        let sensitive = DetectorConfig::most_sensitive();
+                        let at_tones = |found: &[Found]| {
+                            found
+                                .iter()
+                                .filter(|d| {
+                                    placed.iter().any(|p| {
+                                        p.digit == d.digit
+                                            && d.start_ms > p.start_ms() - 20.0
+                                            && d.start_ms < p.end_ms() + 20.0
+                                    })
+                                })
+                                .count()
+                        };
+                        let own_in = at_tones(&path.detect(&x, &sensitive));
+                        let mm_in = path.multimon(&x).map(|m| m.len());
+                        let at_tolerance = dev.abs() <= 0.015;
+                        if at_tolerance && mm_in == Some(0) {
+                            failures.push(format!(
+                                "{path} {dev}: multimon-ng decodes none of the unmasked presses, so its check below cannot fail"
+                            ));
+                        }
+                        let mut line = format!(
+                            "off-key {:+.1} % under speech -10 dB, {path}, {} tones (unmasked: own detector, most sensitive, finds {own_in}, multimon-ng {}):",
+                            dev * 100.0,
+                            placed.len(),
+                            mm_in.map_or("not run".to_string(), |m| m.to_string())
+                        );
+                        for la in LOOKAHEADS {
+                            let (y, _) = path.mask(&x, la);
+                            let own = at_tones(&path.detect(&y, &sensitive));
+                            let mm = path.multimon(&y).map(|m| m.len());
+                            let res = residuals(&x, &y, &placed, path.silence());
+                            let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
+                            let part = res
+                                .iter()
+                                .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
+                                .count();
+                            let read = classifier_reads(&y, &placed, path.silence());
+                            line += &format!(
+                                " {la} ms: {whole} left whole, {part} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {read};",
+                                mm.map_or("not run".to_string(), |m| m.to_string())
+                            );
+                            if mm.unwrap_or(0) > 0 || (at_tolerance && whole > 0) {
+                                failures.push(format!(
+                                    "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
+                                ));
+                            }
+                        }
+                        lines.push(line);
+                    }
+                    // One print per path, so lines from parallel paths do not interleave.
+                    println!("{}", lines.join("\n"));
+                    failures
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .flat_map(|h| h.join().expect("off-key thread"))
+            .collect::<Vec<String>>()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

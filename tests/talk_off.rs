@@ -242,3 +242,17 @@ fn share_limit_48k(lookahead_ms: u32) -> f64 {
         _ => 2.2,
     }
 }
+
+#[test]
+fn tmp_share() {
+    let mut line = String::new();
+    for (name, dir) in CORPORA {
+        let x = load(dir);
+        let (_, log) = mask(&x, Codec::Pcm16, 0);
+        line += &format!(
+            "{name}: {:.3} %  ",
+            masked_samples(&log) as f64 / x.len() as f64 * 100.0
+        );
+    }
+    println!("SHARE {line}");
+}

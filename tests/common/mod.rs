@@ -556,9 +556,19 @@ pub fn digits_over_speech_at(
     seed: u64,
     rate: u32,
 ) -> (Vec<i16>, Vec<Placed>) {
+    let spec = tonewall::signal::ToneSpec::level(tone_dbm0);
+    digits_over_speech_with(speech_rel_db, spec, seed, rate)
+}
+
+/// [`digits_over_speech_at`] with tones as `spec` says (level, twist, frequency error).
+pub fn digits_over_speech_with(
+    speech_rel_db: f64,
+    spec: tonewall::signal::ToneSpec,
+    seed: u64,
+    rate: u32,
+) -> (Vec<i16>, Vec<Placed>) {
     let ms = |n: f64| ms_at(n, rate);
     let speech = recorded_speech();
-    let spec = tonewall::signal::ToneSpec::level(tone_dbm0);
     let gain = (spec.power() * 10f64.powf(speech_rel_db / 10.0) / active_power(&speech)).sqrt();
     let speech: Vec<f64> = if rate == RATE as u32 {
         speech
