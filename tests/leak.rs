@@ -766,6 +766,17 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Presses 1.5 % off under speech the matched-filter classifier read at most, over every path
+/// and both signs (8 kHz, 7 and 8 at 0 ms, 4 and 12 to 13 at 10 ms, 1 and 2 to 3 at 20 ms),
+/// plus one.
+fn off_key_read_limit(lookahead_ms: u32) -> usize {
+    match lookahead_ms {
+        0..=9 => 9,
+        10..=19 => 14,
+        _ => 4,
+    }
+}
+
 /// Frequency errors of the off-key tones under speech: both tones of each press off by this
 /// much, the detector's reporting tolerance (1.5 %) and the masking tolerance's middle
 /// (2.5 %), each way.
@@ -777,8 +788,11 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// path at every look-ahead.
 ///
 /// Asserted: multimon-ng decodes nothing from the output (it decodes 2 to 14 of the presses
-/// 1.5 % off before masking, which is checked, so this can fail), and no press 1.5 % off is
-/// left whole. NOT MET, printed (README, Known gaps): presses 2.5 % off, which our most
+/// 1.5 % off before masking, which is checked, so this can fail), no press 1.5 % off is left
+/// whole, and the classifier reads no more presses 1.5 % off than it did when this test was
+/// written (tightening the frame-end rule for a pair held under speech to 1.5 % of its keys
+/// took the Italian prompts at 0 ms look-ahead from 0.547 to 0.482 % and changed nothing in
+/// the battery, but the classifier read 12 and 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): presses 2.5 % off, which our most
 /// sensitive detector finds in about two thirds of the unmasked presses, are left whole 1 to
 /// 3 times per 231 at 8 kHz and up to 6 through Opus at 10 and 20 ms, and the matched-filter
 /// classifier reads 1 to 21 per 231 at every frequency error; the speech pulls the weaker
@@ -847,6 +861,13 @@ fn off_key_digits_under_speech() {
                             if mm.unwrap_or(0) > 0 || (at_tolerance && whole > 0) {
                                 failures.push(format!(
                                     "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
+                                ));
+                            }
+                            // Not met, so bounded at what was measured (plus one): a change
+                            // that spends less on speech by masking less of these shows here.
+                            if at_tolerance && read > off_key_read_limit(la) {
+                                failures.push(format!(
+                                    "{path} {dev} la={la}: the matched-filter classifier reads {read} presses"
                                 ));
                             }
                         }
