@@ -767,12 +767,12 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
 }
 
 /// Presses 1.5 % off under speech the matched-filter classifier read at most, over every path
-/// and both signs (8 kHz, 7 and 8 at 0 ms, 4 and 12 to 13 at 10 ms, 1 and 2 to 3 at 20 ms),
-/// plus one.
+/// and both signs (0 ms: 7 and 8 at 8 kHz; 10 ms: 3 and 10 at 8 kHz, 12 and 13 before the
+/// loose-run rule; 20 ms: 3 through Opus 16 kbit/s, 0 and 1 at 8 kHz), plus one.
 fn off_key_read_limit(lookahead_ms: u32) -> usize {
     match lookahead_ms {
         0..=9 => 9,
-        10..=19 => 14,
+        10..=19 => 11,
         _ => 4,
     }
 }
@@ -788,16 +788,15 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// path at every look-ahead.
 ///
 /// Asserted: multimon-ng decodes nothing from the output (it decodes 2 to 14 of the presses
-/// 1.5 % off before masking, which is checked, so this can fail), no press 1.5 % off is left
-/// whole, and the classifier reads no more presses 1.5 % off than it did when this test was
-/// written (tightening the frame-end rule for a pair held under speech to 1.5 % of its keys
-/// took the Italian prompts at 0 ms look-ahead from 0.547 to 0.482 % and changed nothing in
-/// the battery, but the classifier read 12 and 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): presses 2.5 % off, which our most
-/// sensitive detector finds in about two thirds of the unmasked presses, are left whole 1 to
-/// 3 times per 231 at 8 kHz and up to 6 through Opus at 10 and 20 ms, and the matched-filter
-/// classifier reads 1 to 21 per 231 at every frequency error; the speech pulls the weaker
-/// tone's phase turn off its key, so the runs and gates that mask a key press under speech
-/// do not form.
+/// 1.5 % off before masking, which is checked, so this can fail); no press 1.5 % off is left
+/// whole on any path, and none at any error at 8 kHz (1 to 3 of the 231 presses 2.5 % off
+/// were, at every look-ahead, before detector.rs `LOOSE_RUN`); and the classifier reads no
+/// more presses 1.5 % off than [`off_key_read_limit`] (tightening the frame-end rule for a
+/// pair held under speech to 1.5 % of its keys took the Italian prompts at 0 ms look-ahead
+/// from 0.547 to 0.482 % and changed nothing in the battery, but the classifier read 12 and
+/// 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): through Opus,
+/// presses 2.5 % off are left whole up to 6 times in 231 at 10 and 20 ms, and the
+/// classifier reads up to 16 per 231 on some path at some look-ahead and error.
 #[test]
 fn off_key_digits_under_speech() {
     let failures: Vec<String> = std::thread::scope(|s| {
@@ -858,7 +857,8 @@ fn off_key_digits_under_speech() {
                                 " {la} ms: {whole} left whole, {part} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {read};",
                                 mm.map_or("not run".to_string(), |m| m.to_string())
                             );
-                            if mm.unwrap_or(0) > 0 || (at_tolerance && whole > 0) {
+                            let whole_asserted = at_tolerance || !path.is_opus();
+                            if mm.unwrap_or(0) > 0 || (whole_asserted && whole > 0) {
                                 failures.push(format!(
                                     "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
                                 ));
