@@ -1136,7 +1136,12 @@ impl Detector {
             | (None, Weak::Tone(r, c) | Weak::Run(r, c)) => ((r, c), 1),
             _ => ((0, 0), 0),
         };
-        self.loose_hit = self.loose_hit(k);
+        // Runs of this kind are rare: the test itself stays off the common path.
+        self.loose_hit = if self.loose_run.1 >= LOOSE_RUN {
+            self.loose_hit(k)
+        } else {
+            None
+        };
         let trig = match (strict, self.last_weak) {
             (Some(d), _) => Some((d.row(), 4 + d.col())),
             (None, _) if self.loose_hit.is_some() => self.loose_hit,
@@ -1220,6 +1225,8 @@ impl Detector {
     /// twist test is what keeps hold music out: its held notes are steady too, but its low
     /// partials carry 6 to 30 times the power of the high ones (a run of the kind without it
     /// cost the music 1.2 to 1.75 % at 20 ms look-ahead, 0.97 % with the flat column).
+    #[cold]
+    #[inline(never)]
     fn loose_hit(&self, k: u64) -> Option<Pair> {
         let ((r, c), len) = self.loose_run;
         let needed = if self.resampled {
