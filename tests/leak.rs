@@ -264,27 +264,37 @@ fn other_seeds_of_the_battery_leak_no_digit() {
 /// [`leak_check`] every path on every seed, one thread per path (the Opus encoder dominates
 /// the run time), and fail with everything that failed.
 fn check_in_parallel(paths: &[Path], seeds: std::ops::RangeInclusive<u64>, check: Check) {
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = paths
-            .iter()
-            .map(|&p| {
-                let seeds = seeds.clone();
-                s.spawn(move || {
-                    seeds
-                        .flat_map(|seed| leak_check(p, seed, check))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .flat_map(|h| h.join().expect("leak check thread"))
-            .collect()
+    let failures = on_each_path(paths, |p| {
+        seeds
+            .clone()
+            .flat_map(|seed| leak_check(p, seed, check))
+            .collect::<Vec<_>>()
     });
     assert!(
         failures.is_empty(),
         "leak checks failed:\n{}",
         failures.join("\n")
     );
+}
+
+/// `check` on every path of `paths`, one thread per path (the Opus encoder dominates the run
+/// time): what failed, in path order.
+fn on_each_path<F>(paths: &[Path], check: F) -> Vec<String>
+where
+    F: Fn(Path) -> Vec<String> + Sync,
+{
+    std::thread::scope(|s| {
+        let runs: Vec<_> = paths
+            .iter()
+            .map(|&p| {
+                let check = &check;
+                s.spawn(move || check(p))
+            })
+            .collect();
+        runs.into_iter()
+            .flat_map(|h| h.join().expect("path thread"))
+            .collect()
+    })
 }
 
 /// Mask the battery on `path` at every look-ahead and check it; returns what failed.
@@ -674,40 +684,30 @@ fn speech_and_music_through_opus_lose_under_a_tenth_of_a_percent() {
     }
     println!("{line}");
     let opus: Vec<Path> = paths().into_iter().filter(|p| p.is_opus()).collect();
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = opus
-            .iter()
-            .map(|&path| {
-                let x48 = &x48;
-                s.spawn(move || {
-                    let mut failures = Vec::new();
-                    let xin = path.through(x48);
-                    let talk_off = path.detect(&xin, &DetectorConfig::default()).len();
-                    if talk_off > 0 {
-                        failures.push(format!("{path}: {talk_off} digits reported (talk-off)"));
-                    }
-                    let mut line = format!("over-masking {path}: {talk_off} digits reported;");
-                    for la in LOOKAHEADS {
-                        let (_, log) = path.mask(&xin, la);
-                        let masked = masked_samples(&log);
-                        let share = masked as f64 / xin.len() as f64 * 100.0;
-                        line += &format!(
-                            " lookahead {la} ms: {:.1} ms of {:.1} s masked ({share:.3} %);",
-                            masked as f64 * 1000.0 / OPUS_RATE as f64,
-                            xin.len() as f64 / OPUS_RATE as f64
-                        );
-                        if share >= share_limit_48k(la) {
-                            failures.push(format!("{path} la={la}: {share:.3} % masked"));
-                        }
-                    }
-                    println!("{line}");
-                    failures
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .flat_map(|h| h.join().expect("over-masking thread"))
-            .collect()
+    let x48 = &x48;
+    let failures = on_each_path(&opus, |path| {
+        let mut failures = Vec::new();
+        let xin = path.through(x48);
+        let talk_off = path.detect(&xin, &DetectorConfig::default()).len();
+        if talk_off > 0 {
+            failures.push(format!("{path}: {talk_off} digits reported (talk-off)"));
+        }
+        let mut line = format!("over-masking {path}: {talk_off} digits reported;");
+        for la in LOOKAHEADS {
+            let (_, log) = path.mask(&xin, la);
+            let masked = masked_samples(&log);
+            let share = masked as f64 / xin.len() as f64 * 100.0;
+            line += &format!(
+                " lookahead {la} ms: {:.1} ms of {:.1} s masked ({share:.3} %);",
+                masked as f64 * 1000.0 / OPUS_RATE as f64,
+                xin.len() as f64 / OPUS_RATE as f64
+            );
+            if share >= share_limit_48k(la) {
+                failures.push(format!("{path} la={la}: {share:.3} % masked"));
+            }
+        }
+        println!("{line}");
+        failures
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -722,46 +722,36 @@ fn speech_and_music_through_opus_lose_under_a_tenth_of_a_percent() {
 /// still reads from the heads left is printed.
 #[test]
 fn digits_over_louder_speech_leave_no_decodable_digit() {
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = paths()
-            .into_iter()
-            .map(|path| {
-                s.spawn(move || {
-                    let (x, placed) = digits_over_speech_at(-5.0, -10.0, 900, path.rate());
-                    let x = path.through(&x);
-                    let mut failures = Vec::new();
-                    let mut line = format!("over speech -5 dB, {path}, {} tones:", placed.len());
-                    for la in LOOKAHEADS {
-                        let (y, _) = path.mask(&x, la);
-                        let own = path.detect(&y, &DetectorConfig::most_sensitive()).len();
-                        let mm = path.multimon(&y).map(|m| m.len());
-                        let res = residuals(&x, &y, &placed, path.silence());
-                        let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
-                        let part = res
-                            .iter()
-                            .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
-                            .count();
-                        let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
-                        let read = classifier_reads(&y, &placed, path.silence());
-                        line += &format!(
+    let failures = on_each_path(&paths(), |path| {
+        let (x, placed) = digits_over_speech_at(-5.0, -10.0, 900, path.rate());
+        let x = path.through(&x);
+        let mut failures = Vec::new();
+        let mut line = format!("over speech -5 dB, {path}, {} tones:", placed.len());
+        for la in LOOKAHEADS {
+            let (y, _) = path.mask(&x, la);
+            let own = path.detect(&y, &DetectorConfig::most_sensitive()).len();
+            let mm = path.multimon(&y).map(|m| m.len());
+            let res = residuals(&x, &y, &placed, path.silence());
+            let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
+            let part = res
+                .iter()
+                .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
+                .count();
+            let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
+            let read = classifier_reads(&y, &placed, path.silence());
+            line += &format!(
                             " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {}, matched-filter classifier reads {read};",
                             mm.map_or("not run".to_string(), |m| m.to_string())
                         );
-                        let whole_asserted = !(path.is_opus() && la == 10);
-                        if (whole_asserted && whole > 0) || mm.unwrap_or(0) > 0 {
-                            failures.push(format!(
-                                "{path} la={la}: {whole} tones left whole, multimon-ng {mm:?}"
-                            ));
-                        }
-                    }
-                    println!("{line}");
-                    failures
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .flat_map(|h| h.join().expect("louder speech thread"))
-            .collect()
+            let whole_asserted = !(path.is_opus() && la == 10);
+            if (whole_asserted && whole > 0) || mm.unwrap_or(0) > 0 {
+                failures.push(format!(
+                    "{path} la={la}: {whole} tones left whole, multimon-ng {mm:?}"
+                ));
+            }
+        }
+        println!("{line}");
+        failures
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -800,89 +790,78 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// classifier reads up to 16 per 231 on some path at some look-ahead and error.
 #[test]
 fn off_key_digits_under_speech() {
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let runs: Vec<_> = paths()
-            .into_iter()
-            .map(|path| {
-                s.spawn(move || {
-                    let mut failures = Vec::new();
-                    let mut lines = Vec::new();
-                    for (i, dev) in OFF_KEY_DEVS.into_iter().enumerate() {
-                        let spec = ToneSpec {
-                            low_dev: dev,
-                            high_dev: dev,
-                            ..ToneSpec::level(-10.0)
-                        };
-                        let (x, placed) =
-                            digits_over_speech_with(-10.0, spec, 900 + i as u64, path.rate());
-                        let x = path.through(&x);
-                        let sensitive = DetectorConfig::most_sensitive();
-                        let at_tones = |found: &[Found]| {
-                            found
-                                .iter()
-                                .filter(|d| {
-                                    placed.iter().any(|p| {
-                                        p.digit == d.digit
-                                            && d.start_ms > p.start_ms() - 20.0
-                                            && d.start_ms < p.end_ms() + 20.0
-                                    })
-                                })
-                                .count()
-                        };
-                        let own_in = at_tones(&path.detect(&x, &sensitive));
-                        let mm_in = path.multimon(&x).map(|m| m.len());
-                        let at_tolerance = dev.abs() <= 0.015;
-                        if at_tolerance && mm_in == Some(0) {
-                            failures.push(format!(
+    let failures = on_each_path(&paths(), |path| {
+        let mut failures = Vec::new();
+        let mut lines = Vec::new();
+        for (i, dev) in OFF_KEY_DEVS.into_iter().enumerate() {
+            let spec = ToneSpec {
+                low_dev: dev,
+                high_dev: dev,
+                ..ToneSpec::level(-10.0)
+            };
+            let (x, placed) = digits_over_speech_with(-10.0, spec, 900 + i as u64, path.rate());
+            let x = path.through(&x);
+            let sensitive = DetectorConfig::most_sensitive();
+            let at_tones = |found: &[Found]| {
+                found
+                    .iter()
+                    .filter(|d| {
+                        placed.iter().any(|p| {
+                            p.digit == d.digit
+                                && d.start_ms > p.start_ms() - 20.0
+                                && d.start_ms < p.end_ms() + 20.0
+                        })
+                    })
+                    .count()
+            };
+            let own_in = at_tones(&path.detect(&x, &sensitive));
+            let mm_in = path.multimon(&x).map(|m| m.len());
+            let at_tolerance = dev.abs() <= 0.015;
+            if at_tolerance && mm_in == Some(0) {
+                failures.push(format!(
                                 "{path} {dev}: multimon-ng decodes none of the unmasked presses, so its check below cannot fail"
                             ));
-                        }
-                        let mut line = format!(
+            }
+            let mut line = format!(
                             "off-key {:+.1} % under speech -10 dB, {path}, {} tones (unmasked: own detector, most sensitive, finds {own_in}, multimon-ng {}):",
                             dev * 100.0,
                             placed.len(),
                             mm_in.map_or("not run".to_string(), |m| m.to_string())
                         );
-                        for la in LOOKAHEADS {
-                            let (y, _) = path.mask(&x, la);
-                            let own = at_tones(&path.detect(&y, &sensitive));
-                            let mm = path.multimon(&y).map(|m| m.len());
-                            let res = residuals(&x, &y, &placed, path.silence());
-                            let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
-                            let part = res
-                                .iter()
-                                .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
-                                .count();
-                            let read = classifier_reads(&y, &placed, path.silence());
-                            line += &format!(
+            for la in LOOKAHEADS {
+                let (y, _) = path.mask(&x, la);
+                let own = at_tones(&path.detect(&y, &sensitive));
+                let mm = path.multimon(&y).map(|m| m.len());
+                let res = residuals(&x, &y, &placed, path.silence());
+                let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
+                let part = res
+                    .iter()
+                    .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
+                    .count();
+                let read = classifier_reads(&y, &placed, path.silence());
+                line += &format!(
                                 " {la} ms: {whole} left whole, {part} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {read};",
                                 mm.map_or("not run".to_string(), |m| m.to_string())
                             );
-                            let whole_asserted = at_tolerance || !path.is_opus();
-                            if mm.unwrap_or(0) > 0 || (whole_asserted && whole > 0) {
-                                failures.push(format!(
-                                    "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
-                                ));
-                            }
-                            // Not met, so bounded at what was measured (plus one): a change
-                            // that spends less on speech by masking less of these shows here.
-                            if at_tolerance && read > off_key_read_limit(la) {
-                                failures.push(format!(
-                                    "{path} {dev} la={la}: the matched-filter classifier reads {read} presses"
-                                ));
-                            }
-                        }
-                        lines.push(line);
-                    }
-                    // One print per path, so lines from parallel paths do not interleave.
-                    println!("{}", lines.join("\n"));
-                    failures
-                })
-            })
-            .collect();
-        runs.into_iter()
-            .flat_map(|h| h.join().expect("off-key thread"))
-            .collect::<Vec<String>>()
+                let whole_asserted = at_tolerance || !path.is_opus();
+                if mm.unwrap_or(0) > 0 || (whole_asserted && whole > 0) {
+                    failures.push(format!(
+                        "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
+                    ));
+                }
+                // Not met, so bounded at what was measured (plus one): a change
+                // that spends less on speech by masking less of these shows here.
+                if at_tolerance && read > off_key_read_limit(la) {
+                    failures.push(format!(
+                        "{path} {dev} la={la}: the matched-filter classifier reads {read} presses"
+                    ));
+                }
+            }
+            lines.push(line);
+        }
+        // One print per path, so lines from parallel paths do not interleave.
+        println!("{}", lines.join("\n"));
+        failures
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1095,7 +1095,7 @@ impl Detector {
             self.note_background(k, strict.is_none() && matches!(self.last_weak, Weak::No));
         }
         let prev_turn = self.gate_turn;
-        self.gate_run = match (strict, self.last_weak) {
+        let tone_like = match (strict, self.last_weak) {
             (
                 None,
                 Weak::Gate(r, c, _)
@@ -1103,7 +1103,11 @@ impl Detector {
                 | Weak::Voiced(r, c, _)
                 | Weak::Tone(r, c)
                 | Weak::Run(r, c),
-            ) => {
+            ) => Some((r, c)),
+            _ => None,
+        };
+        self.gate_run = match tone_like {
+            Some((r, c)) => {
                 // A key press keeps its frequencies: the phase turn per sub-block of both
                 // tones stays put, where a voice's harmonics drift with its pitch.
                 let turn = (self.turn(k, r), self.turn(k, c));
@@ -1121,20 +1125,12 @@ impl Detector {
                     ((r, c), 1)
                 }
             }
-            _ => ((0, 0), 0),
+            None => ((0, 0), 0),
         };
-        self.loose_run = match (strict, self.last_weak) {
-            (
-                None,
-                Weak::Gate(r, c, _)
-                | Weak::Pure(r, c, _)
-                | Weak::Voiced(r, c, _)
-                | Weak::Tone(r, c)
-                | Weak::Run(r, c),
-            ) if self.loose_run.0 == (r, c) => ((r, c), self.loose_run.1.saturating_add(1)),
-            (None, Weak::Gate(r, c, _) | Weak::Pure(r, c, _) | Weak::Voiced(r, c, _))
-            | (None, Weak::Tone(r, c) | Weak::Run(r, c)) => ((r, c), 1),
-            _ => ((0, 0), 0),
+        self.loose_run = match tone_like {
+            Some(p) if self.loose_run.0 == p => (p, self.loose_run.1.saturating_add(1)),
+            Some(p) => (p, 1),
+            None => ((0, 0), 0),
         };
         // Runs of this kind are rare: the test itself stays off the common path.
         self.loose_hit = if self.loose_run.1 >= LOOSE_RUN {
