@@ -712,6 +712,41 @@ fn speech_and_music_through_opus_lose_under_a_tenth_of_a_percent() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// What masking left of the tones `placed` in `y`, masked from `x` on `path`.
+struct Left {
+    /// Tones left whole (60 ms or more of each).
+    whole: usize,
+    /// Tones with more than 5 ms left, but not whole.
+    part: usize,
+    /// The most left of any tone, ms.
+    worst: f64,
+    /// Tones the matched-filter classifier reads.
+    read: usize,
+    /// Digits multimon-ng decodes (`None` where it is not installed).
+    multimon: Option<usize>,
+}
+
+impl Left {
+    fn multimon_text(&self) -> String {
+        self.multimon
+            .map_or("not run".to_string(), |m| m.to_string())
+    }
+}
+
+fn left_of(path: Path, x: &[i16], y: &[i16], placed: &[Placed]) -> Left {
+    let res = residuals(x, y, placed, path.silence());
+    Left {
+        whole: res.iter().filter(|r| r.leaked_ms >= 60.0).count(),
+        part: res
+            .iter()
+            .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
+            .count(),
+        worst: res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max),
+        read: classifier_reads(y, placed, path.silence()),
+        multimon: path.multimon(y).map(|m| m.len()),
+    }
+}
+
 /// Digits over speech only 5 dB below the tones (the BRIEF's "aim"). Locally the speech is
 /// often louder than the tones there, and before the detector's buried-pair rule (a pair on
 /// its keys for 25 of 30 ms, holding 28 % of the window) 5 of the 231 tones were left whole
@@ -730,23 +765,16 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
         for la in LOOKAHEADS {
             let (y, _) = path.mask(&x, la);
             let own = path.detect(&y, &DetectorConfig::most_sensitive()).len();
-            let mm = path.multimon(&y).map(|m| m.len());
-            let res = residuals(&x, &y, &placed, path.silence());
-            let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
-            let part = res
-                .iter()
-                .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
-                .count();
-            let worst = res.iter().map(|r| r.leaked_ms).fold(0.0, f64::max);
-            let read = classifier_reads(&y, &placed, path.silence());
+            let l = left_of(path, &x, &y, &placed);
             line += &format!(
-                            " lookahead {la} ms: {whole} left whole, {part} with more than 5 ms left (at most {worst:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {}, matched-filter classifier reads {read};",
-                            mm.map_or("not run".to_string(), |m| m.to_string())
-                        );
+                " lookahead {la} ms: {} left whole, {} with more than 5 ms left (at most {:.1} ms), own detector (most sensitive) finds {own}, multimon-ng {}, matched-filter classifier reads {};",
+                l.whole, l.part, l.worst, l.multimon_text(), l.read
+            );
             let whole_asserted = !(path.is_opus() && la == 10);
-            if (whole_asserted && whole > 0) || mm.unwrap_or(0) > 0 {
+            if (whole_asserted && l.whole > 0) || l.multimon.unwrap_or(0) > 0 {
                 failures.push(format!(
-                    "{path} la={la}: {whole} tones left whole, multimon-ng {mm:?}"
+                    "{path} la={la}: {} tones left whole, multimon-ng {:?}",
+                    l.whole, l.multimon
                 ));
             }
         }
@@ -819,41 +847,36 @@ fn off_key_digits_under_speech() {
             let at_tolerance = dev.abs() <= 0.015;
             if at_tolerance && mm_in == Some(0) {
                 failures.push(format!(
-                                "{path} {dev}: multimon-ng decodes none of the unmasked presses, so its check below cannot fail"
-                            ));
+                    "{path} {dev}: multimon-ng decodes none of the unmasked presses, so its check below cannot fail"
+                ));
             }
             let mut line = format!(
-                            "off-key {:+.1} % under speech -10 dB, {path}, {} tones (unmasked: own detector, most sensitive, finds {own_in}, multimon-ng {}):",
-                            dev * 100.0,
-                            placed.len(),
-                            mm_in.map_or("not run".to_string(), |m| m.to_string())
-                        );
+                "off-key {:+.1} % under speech -10 dB, {path}, {} tones (unmasked: own detector, most sensitive, finds {own_in}, multimon-ng {}):",
+                dev * 100.0,
+                placed.len(),
+                mm_in.map_or("not run".to_string(), |m| m.to_string())
+            );
             for la in LOOKAHEADS {
                 let (y, _) = path.mask(&x, la);
                 let own = at_tones(&path.detect(&y, &sensitive));
-                let mm = path.multimon(&y).map(|m| m.len());
-                let res = residuals(&x, &y, &placed, path.silence());
-                let whole = res.iter().filter(|r| r.leaked_ms >= 60.0).count();
-                let part = res
-                    .iter()
-                    .filter(|r| r.leaked_ms > 5.0 && r.leaked_ms < 60.0)
-                    .count();
-                let read = classifier_reads(&y, &placed, path.silence());
+                let l = left_of(path, &x, &y, &placed);
                 line += &format!(
-                                " {la} ms: {whole} left whole, {part} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {read};",
-                                mm.map_or("not run".to_string(), |m| m.to_string())
-                            );
+                    " {la} ms: {} left whole, {} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {};",
+                    l.whole, l.part, l.multimon_text(), l.read
+                );
                 let whole_asserted = at_tolerance || !path.is_opus();
-                if mm.unwrap_or(0) > 0 || (whole_asserted && whole > 0) {
+                if l.multimon.unwrap_or(0) > 0 || (whole_asserted && l.whole > 0) {
                     failures.push(format!(
-                        "{path} {dev} la={la}: {whole} presses left whole, multimon-ng {mm:?}"
+                        "{path} {dev} la={la}: {} presses left whole, multimon-ng {:?}",
+                        l.whole, l.multimon
                     ));
                 }
-                // Not met, so bounded at what was measured (plus one): a change
-                // that spends less on speech by masking less of these shows here.
-                if at_tolerance && read > off_key_read_limit(la) {
+                // Not met, so bounded at what was measured (plus one): a change that spends
+                // less on speech by masking less of these shows here.
+                if at_tolerance && l.read > off_key_read_limit(la) {
                     failures.push(format!(
-                        "{path} {dev} la={la}: the matched-filter classifier reads {read} presses"
+                        "{path} {dev} la={la}: the matched-filter classifier reads {} presses",
+                        l.read
                     ));
                 }
             }
