@@ -1234,11 +1234,14 @@ impl Detector {
             return None;
         }
         let len = (len as u64).min(HIST as u64 - 3);
-        let run = k + 1 - len..=k;
+        let first = k + 1 - len;
+        let run = first..=k;
+        // The turn of the sub-block before the run is not read: at a stream's start there is
+        // none (the first verdict comes at sub-block 1).
+        let moved = |j: u64, t: usize| turn_hz(self.turn(j, t)) - turn_hz(self.turn(j - 1, t));
         let steady = |t: usize| {
             run.clone().all(|j| {
-                let moved = turn_hz(self.turn(j, t)) - turn_hz(self.turn(j - 1, t));
-                self.turn_dev(j, t) <= LOOSE_DEV && (j == k + 1 - len || moved.abs() <= LOOSE_HZ)
+                self.turn_dev(j, t) <= LOOSE_DEV && (j == first || moved(j, t).abs() <= LOOSE_HZ)
             })
         };
         let twist = run.clone().all(|j| {
