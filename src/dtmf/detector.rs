@@ -285,7 +285,7 @@ const BURIED_HOLD_DEV: f32 = 0.03;
 /// A key press off its frequencies under speech: at 8 kHz, the same pair through the weak
 /// test (any tone-like verdict) for this many sub-blocks in a row is masked back to where
 /// that began, if one of its tones holds steady on its key and the pair holds a key press's
-/// twist and a flat column over the run (see `Detector::loose_hit`). A press 2.5 % off under
+/// twist and a flat column over the run (see `Detector::loose`). A press 2.5 % off under
 /// speech 10 dB below was otherwise left whole 1 to 3 times in 231 at every look-ahead: the
 /// speech pulls the turn of the tone nearer to it 4 to 10 % off, so no run, gate or strict
 /// window forms. 4 (20 ms) costs the Asterisk corpus at most 0.007 % more at 20 ms look-ahead
@@ -1134,7 +1134,7 @@ impl Detector {
         };
         // Runs of this kind are rare: the test itself stays off the common path.
         self.loose_hit = if self.loose_run.1 >= LOOSE_RUN {
-            self.loose_hit(k)
+            self.loose(k)
         } else {
             None
         };
@@ -1223,7 +1223,7 @@ impl Detector {
     /// cost the music 1.2 to 1.75 % at 20 ms look-ahead, 0.97 % with the flat column).
     #[cold]
     #[inline(never)]
-    fn loose_hit(&self, k: u64) -> Option<Pair> {
+    fn loose(&self, k: u64) -> Option<Pair> {
         let ((r, c), len) = self.loose_run;
         let needed = if self.resampled {
             LOOSE_RUN_RESAMPLED
