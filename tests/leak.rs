@@ -91,16 +91,18 @@ enum Check {
 ///   dial tone that SILK put in the bins beside its own for 10 ms, which the matched-filter
 ///   classifier read, before a confirmed mask reached back over them, detector.rs
 ///   `SMEAR_AMP`),
-///   8.27 ms with 10 ms (heads of tones over dial tone; 7.71 to 11.65 ms per seed before the
-///   48 kHz path masked a steady pair at once, 11.65 before its mask took in the sub-blocks
-///   SILK smears the tone into) and 7.73 ms with none (over dial tone, at 12 dB of twist);
+///   6.92 ms with 10 ms (heads of tones over dial tone; 8.27 before a mask over a steady
+///   background walked back over the tone's build-up, detector.rs `mask_onset`, 7.71 to
+///   11.65 ms per seed before the 48 kHz path masked a steady pair at once, 11.65 before its
+///   mask took in the sub-blocks SILK smears the tone into) and 7.73 ms with none (over dial
+///   tone, at 12 dB of twist);
 /// * 24 and 32 kbit/s meet [`residual_limit`].
 fn sweep_residual_limit(path: Path, lookahead_ms: u32, family: &str) -> f64 {
     let base = residual_limit(lookahead_ms, family);
     match path {
         Path::Opus(b) if b < 24_000 => base.max(match lookahead_ms {
             20.. => 3.5,
-            10..20 => 9.0,
+            10..20 => 7.0,
             _ => 8.0,
         }),
         Path::Opus(_) => base,
