@@ -91,8 +91,9 @@ enum Check {
 ///   dial tone that SILK put in the bins beside its own for 10 ms, which the matched-filter
 ///   classifier read, before a confirmed mask reached back over them, detector.rs
 ///   `SMEAR_AMP`),
-///   6.92 ms with 10 ms (heads of tones over dial tone; 8.27 before a mask over a steady
-///   background walked back over the tone's build-up, detector.rs `mask_onset`, 7.71 to
+///   6.69 ms with 10 ms (heads of tones over dial tone; 6.92 before a gate verdict over a
+///   steady background confirmed a held pair, 8.27 before a mask over a steady background
+///   walked back over the tone's build-up, detector.rs `mask_onset`, 7.71 to
 ///   11.65 ms per seed before the 48 kHz path masked a steady pair at once, 11.65 before its
 ///   mask took in the sub-blocks SILK smears the tone into) and 7.73 ms with none (over dial
 ///   tone, at 12 dB of twist);
