@@ -816,8 +816,9 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// pair held under speech to 1.5 % of its keys took the Italian prompts at 0 ms look-ahead
 /// from 0.547 to 0.482 % and changed nothing in the battery, but the classifier read 12 and
 /// 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): through Opus,
-/// presses 2.5 % off are left whole up to 4 times in 231 at 10 ms and 3 at 20 ms (6 at 20 ms
-/// before detector.rs `LOOSE_RUN_RESAMPLED`, 4 before an onset carried its run on), and the
+/// presses 2.5 % off are left whole up to 4 times in 231 at 10 ms and 2 at 20 ms (6 at 20 ms
+/// before detector.rs `LOOSE_RUN_RESAMPLED`, 4 before an onset carried its run on, 3 before
+/// `LOOSE_HZ_RESAMPLED`), and the
 /// classifier reads up to 16 per 231 on some path at some look-ahead and error.
 #[test]
 fn off_key_digits_under_speech() {
