@@ -457,7 +457,7 @@ const SPARE_ON_KEY_DEV: f32 = 0.02;
 ///
 /// Speech 5 dB below a tone (the BRIEF's aim) with a partial beside the row pulls the weak
 /// test to the neighbouring row for a few sub-blocks; the mask then ended while the tone went
-/// on, and 13 to 34 ms of its tail left (one key press through Opus at every bit rate, and
+/// on, and 8 to 34 ms of its tail left (one key press through Opus at every bit rate, and
 /// another at 24 and 32 kbit/s). With this the louder-speech test leaves over 5 ms of 3, 2
 /// and 9 of its 231 tones through Opus 24 / 32 / 16 kbit/s (5, 4 and 10 before; the worst
 /// at 32 kbit/s 28.8 -> 13.3 ms), and the 48 kHz corpus pays 0.001 to 0.005 % at 20 ms
