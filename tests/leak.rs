@@ -780,11 +780,34 @@ fn digits_over_louder_speech_leave_no_decodable_digit() {
                     l.whole, l.multimon
                 ));
             }
+            if let Some(limit) = louder_part_limit(path, la) {
+                if l.part > limit {
+                    failures.push(format!(
+                        "{path} la={la}: {} tones with more than 5 ms left (bound {limit})",
+                        l.part
+                    ));
+                }
+            }
         }
         println!("{line}");
         failures
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Tones over louder speech that keep more than 5 ms, through Opus with 20 ms of look-ahead:
+/// NOT MET (BRIEF 2.2 aims at none), bounded at what was measured (3 / 2 / 9 at 24 / 32 /
+/// 16 kbit/s; 5 / 4 / 10 before a confirmed mask went on over a tone's held column, detector.rs
+/// `TAIL_HOLD_DEV`). Elsewhere printed only.
+fn louder_part_limit(path: Path, lookahead_ms: u32) -> Option<usize> {
+    match path {
+        Path::Opus(b) if lookahead_ms >= 20 => Some(match b {
+            ..24_000 => 9,
+            24_000 => 3,
+            _ => 2,
+        }),
+        _ => None,
+    }
 }
 
 /// Presses 1.5 % off under speech the matched-filter classifier read at most, over every path
@@ -818,7 +841,7 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): through Opus,
 /// presses 2.5 % off are left whole up to 4 times in 231 at 10 ms and 2 at 20 ms (6 at 20 ms
 /// before detector.rs `LOOSE_RUN_RESAMPLED`, 4 before an onset carried its run on, 3 before
-/// `LOOSE_HZ_RESAMPLED`), and the
+/// `LOOSE_HZ_RESAMPLED`; asserted at 20 ms at that), and the
 /// classifier reads up to 16 per 231 on some path at some look-ahead and error.
 #[test]
 fn off_key_digits_under_speech() {
@@ -868,8 +891,15 @@ fn off_key_digits_under_speech() {
                     " {la} ms: {} left whole, {} with more than 5 ms left, own detector {own}, multimon-ng {}, classifier reads {};",
                     l.whole, l.part, l.multimon_text(), l.read
                 );
-                let whole_asserted = at_tolerance || !path.is_opus();
-                if l.multimon.unwrap_or(0) > 0 || (whole_asserted && l.whole > 0) {
+                // Through Opus, presses 2.5 % off are still left whole (NOT MET): with 20 ms
+                // of look-ahead bounded at what was measured, 2 per 231 (detector.rs
+                // `LOOSE_RUN_RESAMPLED`, `LOOSE_HZ_RESAMPLED`; 4 before).
+                let whole_limit = match (at_tolerance || !path.is_opus(), la) {
+                    (true, _) => 0,
+                    (false, 20..) => 2,
+                    (false, _) => usize::MAX,
+                };
+                if l.multimon.unwrap_or(0) > 0 || l.whole > whole_limit {
                     failures.push(format!(
                         "{path} {dev} la={la}: {} presses left whole, multimon-ng {:?}",
                         l.whole, l.multimon
