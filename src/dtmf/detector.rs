@@ -452,8 +452,8 @@ const SPARE_EDGE: f32 = 0.45;
 /// 0.306 %. Every leak figure, on every seed of the battery, stayed as it was.
 const SPARE_ON_KEY_DEV: f32 = 0.02;
 /// With look-ahead to spare on the resampled path, a confirmed mask goes on past its two
-/// tail sub-blocks while the pair keeps half its amplitude and its column sits within this
-/// fraction of its key (over the last 10 ms) ...
+/// tail sub-blocks while the tone's fill stays at [`PRESENT`] or more and its column sits
+/// within this fraction of its key (over the last 10 ms) ...
 ///
 /// Speech 5 dB below a tone (the BRIEF's aim) with a partial beside the row pulls the weak
 /// test to the neighbouring row for a few sub-blocks; the mask then ended while the tone went
