@@ -839,9 +839,10 @@ const OFF_KEY_DEVS: [f64; 4] = [-0.025, -0.015, 0.015, 0.025];
 /// pair held under speech to 1.5 % of its keys took the Italian prompts at 0 ms look-ahead
 /// from 0.547 to 0.482 % and changed nothing in the battery, but the classifier read 12 and
 /// 13 of these instead of 7 and 8). NOT MET, printed (README, Known gaps): through Opus,
-/// presses 2.5 % off are left whole up to 4 times in 231 at 10 ms and 2 at 20 ms (6 at 20 ms
-/// before detector.rs `LOOSE_RUN_RESAMPLED`, 4 before an onset carried its run on, 3 before
-/// `LOOSE_HZ_RESAMPLED`; asserted at 20 ms at that), and the
+/// presses 2.5 % off are left whole up to 4 times in 231 at 10 ms and once at 20 ms (6 at
+/// 20 ms before detector.rs `LOOSE_RUN_RESAMPLED`, 4 before an onset carried its run on, 3
+/// before `LOOSE_HZ_RESAMPLED`, 2 before a run could hold on a tone jittering about a centre
+/// within the masking tolerance, `Detector::loose`; asserted at 20 ms at that), and the
 /// classifier reads up to 16 per 231 on some path at some look-ahead and error.
 #[test]
 fn off_key_digits_under_speech() {
@@ -892,11 +893,11 @@ fn off_key_digits_under_speech() {
                     l.whole, l.part, l.multimon_text(), l.read
                 );
                 // Through Opus, presses 2.5 % off are still left whole (NOT MET): with 20 ms
-                // of look-ahead bounded at what was measured, 2 per 231 (detector.rs
-                // `LOOSE_RUN_RESAMPLED`, `LOOSE_HZ_RESAMPLED`; 4 before).
+                // of look-ahead bounded at what was measured, 1 per 231 (detector.rs
+                // `LOOSE_RUN_RESAMPLED`, `LOOSE_HZ_RESAMPLED`, `Detector::loose`; 4 before).
                 let whole_limit = match (at_tolerance || !path.is_opus(), la) {
                     (true, _) => 0,
-                    (false, 20..) => 2,
+                    (false, 20..) => 1,
                     (false, _) => usize::MAX,
                 };
                 if l.multimon.unwrap_or(0) > 0 || l.whole > whole_limit {
