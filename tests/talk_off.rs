@@ -234,7 +234,8 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 /// `LOOSE_RUN_RESAMPLED`; the music
 /// was 0.135 to 0.169 % while purity was measured above a background estimate at every
 /// look-ahead, 0.728 to 0.761 % before `Detector::keyed`). Met with 10 ms too (English and
-/// French 0.028 to 0.039 %, the hold music 0.049 to 0.080 %, Italian 0.071 to 0.096 %, the
+/// French 0.032 to 0.040 %, 0.028 to 0.039 % before a loose run could hold there on a pair
+/// jittering about its keys; the hold music 0.049 to 0.080 %, Italian 0.071 to 0.096 %, the
 /// most through Opus at 32 kbit/s; that one was 0.094 % before a pair steady on its keys
 /// for 10 ms was masked at once, 0.102 % with a single window's weak-tone shares asked at
 /// 0.7 of their value, and 0.243 to 0.273 % before a tone-like window waited for the next

@@ -291,11 +291,12 @@ const BURIED_HOLD_DEV: f32 = 0.03;
 /// window forms. 4 (20 ms) costs the Asterisk corpus at most 0.007 % more at 20 ms look-ahead
 /// (Italian nothing); 3 took the Italian prompts to 0.096 % at 10 ms.
 const LOOSE_RUN: u32 = 4;
-/// The same for the resampled (Opus) path, where it runs only with 20 ms of look-ahead or
-/// more: 30 ms. Through Opus, presses 2.5 % off were left whole 18 times in 6 x 231 at 20 ms
+/// The same for the resampled (Opus) path, with look-ahead only, and with 10 to 19 ms only in
+/// its strictest form (both tones centred near their keys and jittering about it, see
+/// `Detector::loose`): 30 ms. Through Opus, presses 2.5 % off were left whole 18 times in 6 x 231 at 20 ms
 /// look-ahead, 9 with this alone; the Italian prompts through Opus 32 kbit/s pay 0.084 ->
-/// 0.092 % there (5 sub-blocks: 8 and 0.093 %; 4: 0.100 %). With 10 ms it took them to
-/// 0.109 %. On this path an onset verdict on the run's pair carries the run on (SILK and the
+/// 0.092 % there (5 sub-blocks: 8 and 0.093 %; 4: 0.100 %). With 10 ms in full it took
+/// them to 0.109 %. On this path an onset verdict on the run's pair carries the run on (SILK and the
 /// speech together drop a 30 ms run to an onset for a sub-block in the middle of a press):
 /// 6 whole presses of the 6 x 231, the corpus at most 0.001 % more (English through Opus).
 /// At 8 kHz the same cost the Italian prompts 0.003 to 0.004 % at every look-ahead and no
@@ -1259,13 +1260,14 @@ impl Detector {
     }
 
     /// The pair of a run of tone-like verdicts at sub-block `k` that is a key press off its
-    /// frequencies under speech (see [`LOOSE_RUN`]; on the resampled path only with look-ahead
-    /// to spare, [`LOOSE_RUN_RESAMPLED`]). Over its last sub-blocks (as many as the history
+    /// frequencies under speech (see [`LOOSE_RUN`]; on the resampled path only with
+    /// look-ahead, [`LOOSE_RUN_RESAMPLED`]). Over its last sub-blocks (as many as the history
     /// holds):
     /// - one of its tones sits within [`LOOSE_DEV`] of its key and moves at most [`LOOSE_HZ`]
     ///   ([`LOOSE_HZ_RESAMPLED`]) from one sub-block to the next; or, on the resampled path,
-    ///   both tones sit within [`LOOSE_DEV`] on average and one of them within
-    ///   [`LOOSE_HZ_RESAMPLED`] of its own average every sub-block;
+    ///   both tones sit within [`LOOSE_DEV`] on average and one of them (with 10 to 19 ms of
+    ///   look-ahead, both, and this form only) within [`LOOSE_HZ_RESAMPLED`] of its own
+    ///   average every sub-block;
     /// - the pair's powers stay within the Q.24 twist limits;
     /// - the column's amplitude stays within [`LOOSE_FLAT`] of its mean.
     ///
@@ -1281,7 +1283,10 @@ impl Detector {
         } else {
             LOOSE_RUN
         };
-        if (self.resampled && !self.spare()) || len < needed {
+        // With 10 to 19 ms of look-ahead on the resampled path only the stricter form of the
+        // centred test below runs; with none, no run at all.
+        let short = self.resampled && !self.spare();
+        if (short && self.speculate) || len < needed {
             return None;
         }
         let len = (len as u64).min(HIST as u64 - 3);
@@ -1319,9 +1324,20 @@ impl Detector {
             let m = mean_hz(t);
             run.clone().all(|j| (hz(j, t) - m).abs() <= max_move)
         };
-        let held = steady(r)
-            || steady(c)
-            || self.resampled && centred(r) && centred(c) && (jitters(r) || jitters(c));
+        //
+        // With 10 to 19 ms of look-ahead both tones must jitter so (the presses traced jitter
+        // on both; the speech this fired on had one of the pair drifting): presses 2.5 % off
+        // through Opus left whole at 10 ms went from 20 to 2 of the 6 x 231, for 0.003 to
+        // 0.007 % more of the speech corpus at 10 ms (English through Opus 24 kbit/s 0.028 ->
+        // 0.035 %, Italian 0.092 -> 0.095 %; Italian through Opus 32 kbit/s, the most masked,
+        // 0.096 % as before; the hold music nothing). Asking one tone only left none whole
+        // but cost that Italian leg 0.099 %; the steady test too, 0.103 to 0.109 %.
+        let centred_pair = centred(r) && centred(c);
+        let held = if short {
+            centred_pair && jitters(r) && jitters(c)
+        } else {
+            steady(r) || steady(c) || self.resampled && centred_pair && (jitters(r) || jitters(c))
+        };
         let twist = run.clone().all(|j| {
             let b = self.sb(j);
             let (pr, pc) = (b.c(r).norm_sqr(), b.c(c).norm_sqr());
