@@ -292,12 +292,13 @@ const BURIED_HOLD_DEV: f32 = 0.03;
 /// (Italian nothing); 3 took the Italian prompts to 0.096 % at 10 ms.
 const LOOSE_RUN: u32 = 4;
 /// The same for the resampled (Opus) path, with look-ahead only, and with 10 to 19 ms only in
-/// its strictest form (both tones centred near their keys and jittering about it, see
-/// `Detector::loose`): 30 ms. Through Opus, presses 2.5 % off were left whole 18 times in 6 x 231 at 20 ms
-/// look-ahead, 9 with this alone; the Italian prompts through Opus 32 kbit/s pay 0.084 ->
-/// 0.092 % there (5 sub-blocks: 8 and 0.093 %; 4: 0.100 %). With 10 ms in full it took
-/// them to 0.109 %. On this path an onset verdict on the run's pair carries the run on (SILK and the
-/// speech together drop a 30 ms run to an onset for a sub-block in the middle of a press):
+/// its strictest form (both tones centred near their keys and jittering about them, see
+/// `Detector::loose`): 30 ms. Through Opus, presses 2.5 % off were left whole 18 times in
+/// 6 x 231 at 20 ms look-ahead, 9 with this alone; the Italian prompts through Opus
+/// 32 kbit/s pay 0.084 -> 0.092 % there (5 sub-blocks: 8 and 0.093 %; 4: 0.100 %). With
+/// 10 ms the rule in full took them to 0.109 %. On this path an onset verdict on the run's
+/// pair carries the run on (SILK and the speech together drop a 30 ms run to an onset for a
+/// sub-block in the middle of a press):
 /// 6 whole presses of the 6 x 231, the corpus at most 0.001 % more (English through Opus).
 /// At 8 kHz the same cost the Italian prompts 0.003 to 0.004 % at every look-ahead and no
 /// press is left whole there anyway.
@@ -1324,14 +1325,14 @@ impl Detector {
             let m = mean_hz(t);
             run.clone().all(|j| (hz(j, t) - m).abs() <= max_move)
         };
-        //
         // With 10 to 19 ms of look-ahead both tones must jitter so (the presses traced jitter
         // on both; the speech this fired on had one of the pair drifting): presses 2.5 % off
         // through Opus left whole at 10 ms went from 20 to 2 of the 6 x 231, for 0.003 to
         // 0.007 % more of the speech corpus at 10 ms (English through Opus 24 kbit/s 0.028 ->
         // 0.035 %, Italian 0.092 -> 0.095 %; Italian through Opus 32 kbit/s, the most masked,
-        // 0.096 % as before; the hold music nothing). Asking one tone only left none whole
-        // but cost that Italian leg 0.099 %; the steady test too, 0.103 to 0.109 %.
+        // 0.096 % as before; the hold music nothing). Asking one tone only, or both within
+        // 20 Hz, left none whole but cost that Italian leg 0.099 %; the rule in full (the
+        // steady test too) 0.103 to 0.109 %.
         let centred_pair = centred(r) && centred(c);
         let held = if short {
             centred_pair && jitters(r) && jitters(c)
