@@ -226,7 +226,8 @@ fn talk_off_48k(name: &str, path: Option<Path>, x48: &[i16]) -> (String, Vec<Str
 
 /// Share of a corpus the 48 kHz path may mask, with no codec or through Opus. BRIEF
 /// 2.2: under 0.1 %. Met with 20 ms of look-ahead on every corpus (English 0.026 to 0.040 %,
-/// French 0.026 to 0.039 %, Italian 0.078 to 0.095 %, hold music 0.022 to 0.038 %; English
+/// French 0.026 to 0.039 %, Italian 0.078 to 0.095 %, hold music 0.022 to 0.039 %, 0.022 to
+/// 0.038 % before a loose run could go on to a neighbouring key; English
 /// 0.026 to 0.038 % and Italian 0.075 to 0.095 % before a run could hold on a tone jittering
 /// about a centre near its key, detector.rs `Detector::loose`; English
 /// 0.018 to 0.026 %, Italian to 0.085 % and the music 0.015 to 0.035 % before a key press off
