@@ -1308,7 +1308,8 @@ impl Detector {
         let run = first..=k;
         // The turn of the sub-block before the run is not read: at a stream's start there is
         // none (the first verdict comes at sub-block 1).
-        let moved = |j: u64, t: usize| turn_hz(self.turn(j, t)) - turn_hz(self.turn(j - 1, t));
+        let hz = |j: u64, t: usize| turn_hz(self.turn(j, t));
+        let moved = |j: u64, t: usize| hz(j, t) - hz(j - 1, t);
         let max_move = if self.resampled {
             LOOSE_HZ_RESAMPLED
         } else {
@@ -1331,7 +1332,6 @@ impl Detector {
         // to 1 + 0 / 0 / 0 (-2.5 % + +2.5 %, of 231 each), for at most 0.004 % more of the
         // corpus (the Italian prompts as 48 kHz PCM 0.089 -> 0.092 %; through Opus 32 kbit/s,
         // the most masked, 0.095 % as before).
-        let hz = |j: u64, t: usize| turn_hz(self.turn(j, t));
         let mean_hz = |t: usize| run.clone().map(|j| hz(j, t)).sum::<f32>() / len as f32;
         let centred = |t: usize| mean_hz(t).abs() <= LOOSE_DEV * BANK_HZ[t];
         let jitters = |t: usize| {
