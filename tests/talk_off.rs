@@ -86,7 +86,7 @@ fn load(which: &str) -> Corpus {
 /// prompt set (`tt-monkeys.wav`, screeches at 800 to 970 Hz with their octaves, read as keys
 /// of the 1633 Hz column and as `*`) holds 36 to 41 % of what English and French lose at 0 ms
 /// and 42 to 83 % at 10 and 20 ms, and half of Italian's through Opus 32 kbit/s at 10 ms;
-/// one track (`macroform-cold_day.wav`) holds 61 to 100 % of the hold music's.
+/// one track (`macroform-cold_day.wav`) holds half or more of the hold music's.
 fn most_masked(
     log: &tonewall::event::EventLog,
     files: &[(String, usize)],
