@@ -1842,8 +1842,8 @@ impl Detector {
     /// possible key press's onset. It has stayed at [`SPEC_HELD_PAIR`] of its peak amplitude
     /// or more through the whole history (40 ms), and read over all of it, it is off its keys
     /// or a note with its octave (what [`keyed`](Self::keyed) asks of a pair held that long).
-    /// A key press that has lasted 40 ms unconfirmed is still masked: the rules for a pair
-    /// held on its keys (`gate_run`) and under speech do not ask this.
+    /// Only the frame-end rules that mask on purity ask this; those for a pair steady on its
+    /// keys (`gate_run`), a key press under speech and a pair that has just risen do not.
     fn held_off_key(&self, k: u64, r: usize, c: usize) -> bool {
         let n = HIST as u64;
         if self.done < n || !self.amp_holds(k, n, r, c, SPEC_HELD_PAIR) {
@@ -2320,10 +2320,10 @@ impl Detector {
             // and masks back to the onset: it asks the 8 kHz rule's frequency check too (a
             // keypad's frequency unless the pair has just risen). The hold music on the 48 kHz
             // path lost 3.37 % without it, 2.10 % with (when measured, a stuck background
-            // estimate flattered both; it loses 1.75 to 1.89 % now); the leak battery's
-            // residuals stayed within their bounds on every seed.
-            // ... and not a held note off its keys (see `SPEC_HELD_PAIR`), asked last: it
-            // reads the whole history.
+            // estimate flattered both; it lost 1.75 to 1.89 % later); the leak battery's
+            // residuals stayed within their bounds on every seed. Nor is a held note off its
+            // keys (see `SPEC_HELD_PAIR`; the music loses 1.08 to 1.17 % now), asked last as
+            // it reads the whole history.
             let keyish = || fresh || dev <= SPEC_MAX_DEV && !self.held_off_key(k, r, c);
             // A key press under speech: a second voice beside it, or less pure than the rule
             // below asks, but the pair close to its keys and most of the last 10 ms. Through
